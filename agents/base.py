@@ -1,0 +1,66 @@
+"""The text-policy interface: anything that picks an admissible action from a text observation."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from londi.envs.base import TextObservation
+from londi.meter import CallRecord
+
+
+@dataclass
+class Decision:
+    """A text policy's answer for one step.
+
+    Attributes:
+        action: the chosen action; always one of the observation's admissible actions.
+        probs: the normalised distribution over ``admissible_actions`` (same order), where the
+            policy has one (LMs that score actions); ``None`` otherwise.
+        record: the call's accounting.
+        hidden: a summary vector of the policy's hidden state (LM policies), used by the
+            switch's QUICK-derived features; ``None`` where the policy has none.
+    """
+
+    action: str
+    record: CallRecord
+    probs: np.ndarray | None = None
+    hidden: np.ndarray | None = None
+
+    @property
+    def entropy(self) -> float:
+        """Entropy (nats) of ``probs``; 0 when the policy gives no distribution."""
+        if self.probs is None or len(self.probs) == 0:
+            return 0.0
+        p = np.clip(self.probs, 1e-12, 1.0)
+        return float(-(p * np.log(p)).sum())
+
+    @property
+    def margin(self) -> float:
+        """Top-1 minus top-2 probability; 1 when the policy gives no distribution."""
+        if self.probs is None or len(self.probs) < 2:
+            return 1.0
+        top = np.sort(self.probs)[-2:]
+        return float(top[1] - top[0])
+
+
+class TextPolicy(abc.ABC):
+    """A policy over text actions. Stateless between calls except through :meth:`reset`.
+
+    Subclasses set ``name`` and implement :meth:`act`; ``is_oracle`` is ``True`` for experts
+    that read privileged state (they are for labels and bounds, never presented as LMs).
+    """
+
+    name: str = "policy"
+    is_oracle: bool = False
+
+    def reset(self) -> None:  # noqa: B027 - optional hook
+        """Called at the start of each episode."""
+
+    @abc.abstractmethod
+    def act(self, obs: TextObservation) -> Decision:
+        """Choose one of ``obs.admissible_actions``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (servers, processes)."""

@@ -1,0 +1,147 @@
+"""Metering of model calls: device-seconds, wall seconds, tokens and a FLOPs estimate.
+
+Every model call in LONDI (QUICK, DEEPTHINK, the switch's own feature encoder) produces a
+:class:`CallRecord`. Device-seconds are measured as follows:
+
+* on a CUDA device, with CUDA events recorded around the call and a synchronisation before the
+  elapsed time is read, so that asynchronous kernels are counted in full;
+* on the CPU, as the CPU time of the whole process (``time.process_time``) over the call. The
+  process clock, rather than the calling thread's, is used because PyTorch runs its intra-op
+  work on a pool of worker threads that a thread clock would miss.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class CallRecord:
+    """The accounting of one model call.
+
+    Attributes:
+        model: the model's name.
+        device: where it ran ("cpu", "cuda:0", "http", "oracle").
+        device_seconds: compute time on the device (CUDA events, or process CPU time).
+        wall_seconds: elapsed wall-clock time.
+        input_tokens: tokens fed to the model.
+        output_tokens: tokens produced or scored by the model.
+        flops: estimated floating-point operations, 2 x parameters x tokens.
+        cache_hit: the answer came from the call cache (no device time spent).
+        error: the error message if the call failed, else ``None``.
+        retries: how many times the call was retried (HTTP backends).
+        peak_memory_bytes: peak device memory during the call, where measured (CUDA).
+    """
+
+    model: str
+    device: str = "cpu"
+    device_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    flops: float = 0.0
+    cache_hit: bool = False
+    error: str | None = None
+    retries: int = 0
+    peak_memory_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def estimate_flops(n_parameters: int, n_tokens: int) -> float:
+    """The usual forward-pass estimate: 2 x parameters x tokens."""
+    return 2.0 * float(n_parameters) * float(n_tokens)
+
+
+@dataclass
+class Timing:
+    """Filled in by :func:`device_timer` when its block ends."""
+
+    device_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+
+
+@contextmanager
+def device_timer(device: str = "cpu") -> Iterator[Timing]:
+    """Measure the device time of the enclosed block.
+
+    On ``cuda*`` devices, CUDA events with a synchronisation (and the peak memory allocated);
+    elsewhere, the process CPU time.
+    """
+    timing = Timing()
+    wall0 = time.perf_counter()
+    if device.startswith("cuda"):
+        import torch
+
+        dev = torch.device(device)
+        torch.cuda.reset_peak_memory_stats(dev)
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record(torch.cuda.current_stream(dev))
+        try:
+            yield timing
+        finally:
+            end.record(torch.cuda.current_stream(dev))
+            end.synchronize()
+            timing.device_seconds = start.elapsed_time(end) / 1000.0
+            timing.peak_memory_bytes = int(torch.cuda.max_memory_allocated(dev))
+            timing.wall_seconds = time.perf_counter() - wall0
+    else:
+        cpu0 = time.process_time()
+        try:
+            yield timing
+        finally:
+            timing.device_seconds = time.process_time() - cpu0
+            timing.wall_seconds = time.perf_counter() - wall0
+
+
+@dataclass
+class UsageTotals:
+    """Running totals of calls for one model."""
+
+    calls: int = 0
+    device_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    flops: float = 0.0
+    cache_hits: int = 0
+    errors: int = 0
+
+    def add(self, record: CallRecord) -> None:
+        self.calls += 1
+        self.device_seconds += record.device_seconds
+        self.wall_seconds += record.wall_seconds
+        self.input_tokens += record.input_tokens
+        self.output_tokens += record.output_tokens
+        self.flops += record.flops
+        self.cache_hits += int(record.cache_hit)
+        self.errors += int(record.error is not None)
+
+
+@dataclass
+class Meter:
+    """Totals per role ("quick", "deepthink", "switch", ...) over a span such as an episode."""
+
+    totals: dict[str, UsageTotals] = field(default_factory=dict)
+
+    def add(self, role: str, record: CallRecord) -> None:
+        self.totals.setdefault(role, UsageTotals()).add(record)
+
+    def extend(self, role: str, records: Iterable[CallRecord]) -> None:
+        for r in records:
+            self.add(role, r)
+
+    def get(self, role: str) -> UsageTotals:
+        return self.totals.get(role, UsageTotals())
+
+    def reset(self) -> None:
+        self.totals.clear()
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {role: asdict(t) for role, t in self.totals.items()}
