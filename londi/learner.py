@@ -1,0 +1,320 @@
+"""The switch learner: a stable-baselines3 DQN with separate reward and cost values.
+
+``LondiDQN`` keeps two value estimates per switch action, ``Q_r(s, a)`` (task reward) and
+``Q_c(s, a)`` (expected discounted DEEPTHINK calls to come), in one network with two heads. It
+acts greedily on
+
+    Q_r(s, a) - (c + lambda) * Q_c(s, a)
+
+so changing the per-call cost ``c`` (or the multiplier ``lambda``) re-weights what was learned
+instead of throwing it away. The three LONDI variants are the same learner:
+
+* LONDI: ``call_cost=c``, no limit (lambda stays 0);
+* LONDI-B: a hard budget on the :class:`~londi.switch_env.SwitchEnv`; the action mask in the
+  observation is honoured in the greedy choice, in epsilon-exploration (and the warm-up before
+  ``learning_starts``) and in the bootstrap target's max;
+* Lagrangian: ``cost_limit=L`` on the expected DEEPTHINK calls **per episode**; lambda >= 0 is
+  learned by dual ascent after every finished episode,
+  ``lambda <- clip(lambda + lambda_lr * (mean calls per episode - L), 0, lagrangian_upper_bound)``,
+  over the last ``lagrangian_window`` episodes, and logged as ``train/lambda``.
+
+The replay buffer stores the env's raw reward (``info["env_reward"]``) and the call's cost
+(``info["deepthink_cost"]``), not the penalised switch reward, so both targets are exact.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import DictReplayBuffer
+from stable_baselines3.common.type_aliases import TensorDict
+from stable_baselines3.dqn.policies import MultiInputPolicy, QNetwork
+from torch import nn
+
+from londi.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+MASK_KEY = "action_mask"
+_NEG = -1e9
+
+
+class CostReplayBufferSamples(NamedTuple):
+    observations: TensorDict
+    actions: th.Tensor
+    next_observations: TensorDict
+    dones: th.Tensor
+    rewards: th.Tensor
+    costs: th.Tensor
+
+
+class CostReplayBuffer(DictReplayBuffer):
+    """A dict replay buffer that also stores each transition's cost and the raw env reward.
+
+    Reads ``info["env_reward"]`` and ``info["deepthink_cost"]`` (written by ``SwitchEnv``); for
+    an env that gives neither, the reward passed in is kept and the cost is 0.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.costs = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:  # type: ignore[override]
+        pos = self.pos
+        raw = np.array([info.get("env_reward", r) for info, r in zip(infos, np.asarray(reward).ravel())], np.float32)
+        self.costs[pos] = np.array([info.get("deepthink_cost", 0.0) for info in infos], np.float32)
+        super().add(obs, next_obs, action, raw, done, infos)
+
+    def _get_samples(self, batch_inds: np.ndarray, env=None) -> CostReplayBufferSamples:  # type: ignore[override]
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        obs = {k: self.to_torch(v[batch_inds, env_indices, :]) for k, v in self.observations.items()}
+        next_obs = {k: self.to_torch(v[batch_inds, env_indices, :]) for k, v in self.next_observations.items()}
+        dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
+        return CostReplayBufferSamples(
+            observations=obs,
+            actions=self.to_torch(self.actions[batch_inds, env_indices]),
+            next_observations=next_obs,
+            dones=self.to_torch(dones).reshape(-1, 1),
+            rewards=self.to_torch(self.rewards[batch_inds, env_indices].reshape(-1, 1)),
+            costs=self.to_torch(self.costs[batch_inds, env_indices].reshape(-1, 1)),
+        )
+
+
+class RewardCostQNetwork(QNetwork):
+    """A Q-network with two heads of ``n_actions`` outputs: ``Q_r`` then ``Q_c``.
+
+    ``forward`` returns the combined score ``Q_r - w * Q_c`` with masked actions pushed to a
+    large negative value, so SB3's greedy ``_predict`` (argmax) honours the mask and the cost.
+    ``w = c + lambda`` lives in a buffer, so it is saved and loaded with the weights.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        n = int(self.action_space.n)
+        layers = []
+        last = self.features_dim
+        for width in self.net_arch:
+            layers += [nn.Linear(last, width), self.activation_fn()]
+            last = width
+        layers.append(nn.Linear(last, 2 * n))
+        self.q_net = nn.Sequential(*layers)
+        self.register_buffer("cost_weight", th.zeros(()))
+
+    def reward_cost_values(self, obs: TensorDict) -> tuple[th.Tensor, th.Tensor]:
+        out = self.q_net(self.extract_features(obs, self.features_extractor))
+        n = int(self.action_space.n)
+        return out[:, :n], out[:, n:]
+
+    def combined(self, q_r: th.Tensor, q_c: th.Tensor, obs: TensorDict) -> th.Tensor:
+        score = q_r - self.cost_weight * q_c
+        mask = obs.get(MASK_KEY) if isinstance(obs, dict) else None
+        if mask is not None:
+            score = th.where(mask > 0.5, score, th.full_like(score, _NEG))
+        return score
+
+    def forward(self, obs: TensorDict) -> th.Tensor:
+        q_r, q_c = self.reward_cost_values(obs)
+        return self.combined(q_r, q_c, obs)
+
+
+class SwitchPolicy(MultiInputPolicy):
+    """SB3's multi-input DQN policy with a :class:`RewardCostQNetwork`."""
+
+    def make_q_net(self) -> RewardCostQNetwork:
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return RewardCostQNetwork(**net_args).to(self.device)
+
+
+def _mask_of(observation: Any, n_actions: int) -> np.ndarray:
+    """The action mask(s) carried in an observation, as a ``(batch, n_actions)`` bool array."""
+    if isinstance(observation, dict) and MASK_KEY in observation:
+        mask = np.asarray(observation[MASK_KEY], dtype=np.float32)
+        return (mask.reshape(-1, n_actions) > 0.5)
+    return np.ones((1, n_actions), dtype=bool)
+
+
+class LondiDQN(DQN):
+    """DQN for the LONDI switch, with reward and cost values and an optional Lagrangian limit.
+
+    Args:
+        policy: the policy class or name (default :class:`SwitchPolicy`).
+        env: a :class:`~londi.switch_env.SwitchEnv` (or a VecEnv of them).
+        call_cost: ``c`` >= 0, the price of one DEEPTHINK call in reward units.
+        cost_limit: ``L`` >= 0, a limit on the expected DEEPTHINK calls per episode, kept by a
+            Lagrange multiplier; ``None`` for no limit.
+        lagrangian_multiplier_init: lambda's initial value (>= 0).
+        lambda_lr: the dual-ascent step size.
+        lagrangian_upper_bound: an optional cap on lambda.
+        lagrangian_window: how many recent episodes the dual update averages over.
+        cost_gamma: discount for the cost value (default: ``gamma``).
+        **kwargs: any :class:`stable_baselines3.DQN` argument (``learning_rate``, ``buffer_size``,
+            ``learning_starts``, ``batch_size``, ``gamma``, ``train_freq``,
+            ``target_update_interval``, ``exploration_*``, ``policy_kwargs``, ``seed``, ...).
+    """
+
+    def __init__(
+        self,
+        policy: str | type[SwitchPolicy] = SwitchPolicy,
+        env: Any = None,
+        *,
+        call_cost: float = 0.0,
+        cost_limit: float | None = None,
+        lagrangian_multiplier_init: float = 0.0,
+        lambda_lr: float = 0.01,
+        lagrangian_upper_bound: float | None = None,
+        lagrangian_window: int = 20,
+        cost_gamma: float | None = None,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if call_cost < 0 or not np.isfinite(call_cost):
+            raise ConfigError(f"call_cost must be a finite number >= 0, got {call_cost}")
+        if cost_limit is not None and (cost_limit < 0 or not np.isfinite(cost_limit)):
+            raise ConfigError(f"cost_limit must be a finite number >= 0 or None, got {cost_limit}")
+        if lagrangian_multiplier_init < 0:
+            raise ConfigError(f"lagrangian_multiplier_init must be >= 0, got {lagrangian_multiplier_init}")
+        if lambda_lr <= 0:
+            raise ConfigError(f"lambda_lr must be > 0, got {lambda_lr}")
+        if lagrangian_upper_bound is not None and lagrangian_upper_bound < lagrangian_multiplier_init:
+            raise ConfigError("lagrangian_upper_bound must be >= lagrangian_multiplier_init")
+        if lagrangian_window < 1:
+            raise ConfigError(f"lagrangian_window must be >= 1, got {lagrangian_window}")
+        if policy in ("MultiInputPolicy", "MlpPolicy"):
+            policy = SwitchPolicy
+        kwargs.setdefault("replay_buffer_class", CostReplayBuffer)
+        self.call_cost = float(call_cost)
+        self.cost_limit = None if cost_limit is None else float(cost_limit)
+        self.lagrangian_multiplier = float(lagrangian_multiplier_init)
+        self.lambda_lr = float(lambda_lr)
+        self.lagrangian_upper_bound = lagrangian_upper_bound
+        self.lagrangian_window = int(lagrangian_window)
+        self.cost_gamma = cost_gamma
+        self._episode_calls: deque[float] = deque(maxlen=self.lagrangian_window)
+        self._running_calls: np.ndarray | None = None
+        super().__init__(policy, env, _init_setup_model=_init_setup_model, **kwargs)
+
+    # ------------------------------------------------------------------ setup
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if not isinstance(self.observation_space, spaces.Dict):
+            raise ConfigError("LondiDQN needs a SwitchEnv-style Dict observation (features, action_mask)")
+        self._episode_calls = deque(maxlen=self.lagrangian_window)
+        self._sync_cost_weight()
+
+    def _sync_cost_weight(self) -> None:
+        w = th.tensor(self.call_cost + self.lagrangian_multiplier, dtype=th.float32)
+        for net in (self.policy.q_net, self.policy.q_net_target):
+            net.cost_weight.copy_(w)
+
+    def set_call_cost(self, call_cost: float) -> None:
+        """Act at another per-call cost without relearning."""
+        if call_cost < 0 or not np.isfinite(call_cost):
+            raise ConfigError(f"call_cost must be a finite number >= 0, got {call_cost}")
+        self.call_cost = float(call_cost)
+        self._sync_cost_weight()
+
+    @property
+    def cost_weight(self) -> float:
+        """``c + lambda``, the weight on ``Q_c`` in the greedy choice."""
+        return self.call_cost + self.lagrangian_multiplier
+
+    # ------------------------------------------------------------------ acting
+    def _masked_random(self, mask: np.ndarray) -> np.ndarray:
+        out = []
+        for row in mask:
+            allowed = np.flatnonzero(row)
+            out.append(int(self.action_space.sample()) if len(allowed) == 0 else int(np.random.choice(allowed)))
+        return np.array(out)
+
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = False):
+        """Greedy on ``Q_r - (c + lambda) Q_c`` among allowed actions; epsilon-exploration (when not
+        deterministic) picks uniformly among allowed actions only."""
+        if not deterministic and np.random.rand() < self.exploration_rate:
+            mask = _mask_of(observation, int(self.action_space.n))
+            action = self._masked_random(mask)
+            if not self.policy.is_vectorized_observation(observation):
+                action = action[0]
+            return action, state
+        return self.policy.predict(observation, state, episode_start, deterministic)
+
+    def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1):
+        if self.num_timesteps < learning_starts:
+            # SB3 samples the whole action space during warm-up; the mask must hold there too.
+            action = self._masked_random(_mask_of(self._last_obs, int(self.action_space.n)))
+            return action, action
+        return super()._sample_action(learning_starts, action_noise, n_envs)
+
+    # ------------------------------------------------------------------ learning
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        gamma_c = self.gamma if self.cost_gamma is None else self.cost_gamma
+        losses, r_losses, c_losses = [], [], []
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            with th.no_grad():
+                next_r, next_c = self.q_net_target.reward_cost_values(data.next_observations)
+                # Double-DQN-style: the online net picks the next action (masked, cost-weighted),
+                # the target net evaluates it, for both heads.
+                on_r, on_c = self.q_net.reward_cost_values(data.next_observations)
+                next_a = self.q_net.combined(on_r, on_c, data.next_observations).argmax(dim=1, keepdim=True)
+                target_r = data.rewards + (1 - data.dones) * self.gamma * next_r.gather(1, next_a)
+                target_c = data.costs + (1 - data.dones) * gamma_c * next_c.gather(1, next_a)
+            q_r, q_c = self.q_net.reward_cost_values(data.observations)
+            a = data.actions.long()
+            loss_r = F.smooth_l1_loss(q_r.gather(1, a), target_r)
+            loss_c = F.smooth_l1_loss(q_c.gather(1, a), target_c)
+            loss = loss_r + loss_c
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            losses.append(loss.item())
+            r_losses.append(loss_r.item())
+            c_losses.append(loss_c.item())
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", float(np.mean(losses)))
+        self.logger.record("train/loss_reward", float(np.mean(r_losses)))
+        self.logger.record("train/loss_cost", float(np.mean(c_losses)))
+        self.logger.record("train/cost_weight", self.cost_weight)
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        super()._update_info_buffer(infos, dones)
+        if dones is None:
+            return
+        for info, done in zip(infos, dones):
+            if not done:
+                continue
+            acc = info.get("accounting")
+            if acc is None:
+                continue
+            calls = float(acc.calls["deepthink"])
+            self._episode_calls.append(calls)
+            self.logger.record_mean("rollout/deepthink_calls_per_episode", calls)
+            steps = max(int(acc.steps), 1)
+            self.logger.record_mean("rollout/deepthink_call_frac", calls / steps)
+            self.logger.record_mean("rollout/success", float(info.get("success", False)))
+            if self.cost_limit is not None:
+                self._dual_update()
+
+    def _dual_update(self) -> None:
+        """One dual-ascent step on lambda from the recent mean calls per episode."""
+        mean_calls = float(np.mean(self._episode_calls))
+        lam = self.lagrangian_multiplier + self.lambda_lr * (mean_calls - self.cost_limit)
+        lam = max(lam, 0.0)
+        if self.lagrangian_upper_bound is not None:
+            lam = min(lam, float(self.lagrangian_upper_bound))
+        self.lagrangian_multiplier = lam
+        self._sync_cost_weight()
+        self.logger.record("train/lambda", lam)
+        self.logger.record("train/constraint_violation", mean_calls - self.cost_limit)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_episode_calls", "_running_calls"]

@@ -1,0 +1,323 @@
+"""Training a switch: one run, top to bottom.
+
+1. Validate the :class:`TrainConfig` and make the run folder (``config.json`` first).
+2. Load QUICK and DEEPTHINK, wrap the env in a :class:`~londi.switch_env.SwitchEnv` with the
+   chosen features, per-call cost and (optionally) hard budget.
+3. Build :class:`~londi.learner.LondiDQN` (or resume it from the run folder's checkpoint).
+4. ``learn`` with a progress bar, CSV and TensorBoard logs, periodic checkpoints (weights,
+   replay buffer, lambda, RNG states and step counter), all written atomically.
+5. Save ``model.zip``; a switch is loaded back with :func:`load_switch`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+
+from londi.envs import DEFAULT_ENV_ID, env_ids
+from londi.errors import ConfigError, LondiError, UnknownChoiceError
+from londi.features import ENCODERS
+from londi.io import atomic_write_bytes, atomic_write_json, read_json
+from londi.learner import LondiDQN
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.zip"
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a switch-training run (written to ``config.json``)."""
+
+    env: str = DEFAULT_ENV_ID
+    """Env id to train on (``londi envs`` lists them)."""
+    quick: str = "quick"
+    """QUICK model: a shipped name or a checkpoint folder."""
+    deepthink: str = "deepthink"
+    """DEEPTHINK model: a shipped name or a checkpoint folder."""
+    features: str = "quick"
+    """Switch features: quick, bow, minilm, or a '+' combination."""
+    cost: float = 0.02
+    """Per-call cost c of DEEPTHINK, in reward units (>= 0)."""
+    budget: int | None = None
+    """Hard cap B on DEEPTHINK calls per episode (LONDI-B); None for no cap."""
+    cost_limit: float | None = None
+    """Limit L on the expected DEEPTHINK calls per episode, kept by a Lagrange multiplier."""
+    lagrangian_multiplier_init: float = 0.0
+    """Initial lambda (>= 0)."""
+    lambda_lr: float = 0.02
+    """Dual-ascent step size for lambda."""
+    lagrangian_upper_bound: float | None = None
+    """Optional cap on lambda."""
+    steps: int = 8000
+    """Environment steps of training."""
+    seed: int = 0
+    """One seed for env, switch, LMs and exploration."""
+    learning_rate: float = 1e-3
+    """Adam step size of the Q-network."""
+    buffer_size: int = 50_000
+    """Replay buffer capacity (transitions)."""
+    learning_starts: int = 500
+    """Steps of (masked) random switching before learning starts."""
+    batch_size: int = 64
+    """Replay minibatch size."""
+    gamma: float = 0.95
+    """Discount for the reward and cost values."""
+    train_freq: int = 1
+    """Gradient step every this many env steps."""
+    target_update_interval: int = 250
+    """Env steps between target-network updates."""
+    exploration_fraction: float = 0.3
+    """Fraction of training over which epsilon decays."""
+    exploration_final_eps: float = 0.05
+    """Final epsilon."""
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of the Q-network."""
+    checkpoint_every: int = 2000
+    """Env steps between resumable checkpoints (0: none)."""
+
+    def validate(self) -> TrainConfig:
+        ids = env_ids()
+        if self.env not in ids:
+            raise UnknownChoiceError("env id", self.env, ids)
+        for part in self.features.split("+"):
+            if part.strip() not in ENCODERS:
+                raise UnknownChoiceError("feature encoder", part.strip(), ENCODERS)
+        if not (isinstance(self.cost, (int, float)) and math.isfinite(self.cost) and self.cost >= 0):
+            raise ConfigError(f"cost must be a finite number >= 0, got {self.cost!r}")
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
+                                        or self.budget < 0):
+            raise ConfigError(f"budget must be a non-negative integer, got {self.budget!r}")
+        if self.cost_limit is not None and not (math.isfinite(self.cost_limit) and self.cost_limit >= 0):
+            raise ConfigError(f"cost_limit must be a finite number >= 0, got {self.cost_limit!r}")
+        if self.budget is not None and self.cost_limit is not None:
+            raise ConfigError("use either a hard budget (--budget) or an expected-cost limit (--cost-limit), not both")
+        if self.lagrangian_multiplier_init < 0:
+            raise ConfigError("lagrangian_multiplier_init must be >= 0")
+        if self.lambda_lr <= 0:
+            raise ConfigError("lambda_lr must be > 0")
+        if self.steps <= 0:
+            raise ConfigError(f"steps must be positive, got {self.steps}")
+        if not 0 <= self.seed < 10_000:
+            raise ConfigError(f"seed must be in [0, 10000), got {self.seed}")
+        for name in ("buffer_size", "batch_size", "train_freq", "target_update_interval"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.learning_starts < 0 or self.checkpoint_every < 0:
+            raise ConfigError("learning_starts and checkpoint_every must be >= 0")
+        if not 0 < self.gamma <= 1 or not 0 < self.exploration_fraction <= 1:
+            raise ConfigError("gamma and exploration_fraction must be in (0, 1]")
+        return self
+
+    @property
+    def method(self) -> str:
+        if self.budget is not None:
+            return f"londi-b{self.budget}"
+        if self.cost_limit is not None:
+            return f"londi-lag{self.cost_limit:g}"
+        return f"londi-c{self.cost:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UnknownChoiceError("config field", unknown[0], known)
+        return cls(**data)
+
+
+def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
+    env = config.env.replace("/", "_")
+    return Path(root) / f"{env}__{config.method}__{config.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    th.manual_seed(seed)
+
+
+class TqdmCallback(BaseCallback):
+    """A tqdm progress bar over training steps (SB3's own needs ``rich``)."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "train switch") -> None:
+        super().__init__()
+        self.total, self.initial, self.desc = total, initial, desc
+        self.bar = None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, initial=self.initial, desc=self.desc, leave=False)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ResumableCheckpoint(BaseCallback):
+    """Every ``every`` steps, save what a resumed run needs: weights and optimiser
+    (``model.zip``), the replay buffer, lambda and the RNG states. Each file is written
+    atomically and the set is committed by writing ``state.json`` last."""
+
+    def __init__(self, folder: Path, every: int) -> None:
+        super().__init__()
+        self.folder, self.every = folder, every
+
+    def _on_step(self) -> bool:
+        if self.every and self.num_timesteps % self.every == 0:
+            save_checkpoint(self.model, self.folder)
+        return True
+
+
+def save_checkpoint(model: LondiDQN, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".model.zip.tmp"
+    model.save(tmp)
+    os.replace(tmp, folder / "model.zip")
+    buf = pickle.dumps(model.replay_buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    atomic_write_bytes(folder / "replay_buffer.pkl", buf)
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": th.get_rng_state()}
+    atomic_write_bytes(folder / "rng.pkl", pickle.dumps(rng))
+    atomic_write_json(folder / "state.json", {"num_timesteps": int(model.num_timesteps),
+                                               "lambda": model.lagrangian_multiplier})
+
+
+def _load_checkpoint(folder: Path, env: Any) -> LondiDQN | None:
+    state_file = folder / "state.json"
+    if not state_file.is_file():
+        return None
+    state = read_json(state_file)
+    try:
+        model = LondiDQN.load(folder / "model.zip", env=env)
+        with open(folder / "replay_buffer.pkl", "rb") as f:
+            model.replay_buffer = pickle.load(f)
+        with open(folder / "rng.pkl", "rb") as f:
+            rng = pickle.load(f)
+    except Exception as exc:
+        raise LondiError(f"the checkpoint in {folder} is corrupt ({exc}); delete it to start over") from None
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    th.set_rng_state(rng["torch"])
+    model.lagrangian_multiplier = float(state["lambda"])
+    model._sync_cost_weight()
+    logger.info("resuming from %s at step %d", folder, model.num_timesteps)
+    return model
+
+
+def build_learner(config: TrainConfig, env: Any, *, tensorboard: bool = True) -> LondiDQN:
+    return LondiDQN(
+        env=env,
+        call_cost=config.cost,
+        cost_limit=config.cost_limit,
+        lagrangian_multiplier_init=config.lagrangian_multiplier_init,
+        lambda_lr=config.lambda_lr,
+        lagrangian_upper_bound=config.lagrangian_upper_bound,
+        learning_rate=config.learning_rate,
+        buffer_size=config.buffer_size,
+        learning_starts=config.learning_starts,
+        batch_size=config.batch_size,
+        gamma=config.gamma,
+        train_freq=config.train_freq,
+        target_update_interval=config.target_update_interval,
+        exploration_fraction=config.exploration_fraction,
+        exploration_final_eps=config.exploration_final_eps,
+        policy_kwargs={"net_arch": list(config.net_arch)},
+        seed=config.seed,
+        device="cpu",
+    )
+
+
+def train_switch(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    quick: Any = None,
+    deepthink: Any = None,
+    progress: bool = True,
+) -> LondiDQN:
+    """Train (or resume) a switch into ``run_dir``; returns the trained learner.
+
+    ``quick``/``deepthink`` may be given as loaded policies (else they are loaded from the
+    config's names). Running the same command again after a crash resumes from the last
+    checkpoint in ``run_dir``; a finished run (``model.zip`` present) is loaded, not retrained.
+    """
+    from londi.agents.lm import load_policy
+    from londi.evaluate import build_switch_env
+
+    config.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / CONFIG_FILE
+    if cfg_path.exists():
+        saved = TrainConfig.from_dict(read_json(cfg_path))
+        if saved != config:
+            raise ConfigError(f"{run_dir} holds a run with another config; use a new --out folder")
+    else:
+        atomic_write_json(cfg_path, config.to_dict())
+    quick = quick or load_policy(config.quick)
+    deepthink = deepthink or load_policy(config.deepthink)
+    env = build_switch_env(config.env, quick, deepthink, features=config.features, call_cost=config.cost,
+                           budget=config.budget)
+    if (run_dir / MODEL_FILE).is_file():
+        logger.info("%s is already trained; loading it", run_dir)
+        return LondiDQN.load(run_dir / MODEL_FILE, env=env)
+    seed_everything(config.seed)
+    ckpt = run_dir / CHECKPOINT_DIR
+    model = _load_checkpoint(ckpt, env)
+    if model is None:
+        model = build_learner(config, env)
+    done = int(model.num_timesteps)
+    log_formats = ["csv", "tensorboard"]
+    model.set_logger(configure(str(run_dir / "logs"), log_formats))
+    callbacks: list[BaseCallback] = []
+    if progress:
+        callbacks.append(TqdmCallback(config.steps, initial=done))
+    if config.checkpoint_every:
+        callbacks.append(ResumableCheckpoint(ckpt, config.checkpoint_every))
+    remaining = config.steps - done
+    if remaining > 0:
+        model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=done == 0, log_interval=10)
+    tmp = run_dir / ".model.zip.tmp"
+    model.save(tmp)
+    os.replace(tmp, run_dir / MODEL_FILE)
+    return model
+
+
+def load_switch(run_dir: str | Path) -> tuple[LondiDQN, TrainConfig]:
+    """Load a trained switch and its config from a run folder, with clear errors."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LondiError(f"switch run folder {str(run_dir)!r} does not exist; train one with `londi train --out DIR`")
+    if not (run_dir / MODEL_FILE).is_file():
+        raise LondiError(f"{run_dir} has no {MODEL_FILE}: training did not finish (rerun the same `londi train` "
+                         "command to resume)")
+    config = TrainConfig.from_dict(read_json(run_dir / CONFIG_FILE))
+    try:
+        model = LondiDQN.load(run_dir / MODEL_FILE, device="cpu")
+    except Exception as exc:
+        raise LondiError(f"{run_dir / MODEL_FILE} is corrupt: {exc}") from None
+    return model, config
+
+
+__all__ = ["TrainConfig", "default_run_dir", "load_switch", "save_checkpoint", "train_switch"]

@@ -1,0 +1,55 @@
+"""Shared test fixtures: controlled text policies built on the BabyAI bot (oracle-derived, for
+controlled experiments only; they are not language models)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from londi.agents.base import Decision, TextPolicy
+from londi.envs.base import TextObservation
+from londi.meter import CallRecord
+
+
+class ControlledPolicy(TextPolicy):
+    """Oracle-derived policy for controlled experiments: plays the expert's action with a
+    confident distribution on "easy" states (the expert says ``go forward``) and, when
+    ``fail_on_hard`` is set, ``toggle`` (which leaves the state unchanged, so the agent is stuck
+    until DEEPTHINK is called) with a flat distribution on the others.
+
+    ``seconds`` is the device time each call reports, so tests can check the accounting.
+    """
+
+    is_oracle = True
+
+    def __init__(self, *, name: str, fail_on_hard: bool, seconds: float = 0.001, hidden_dim: int = 4) -> None:
+        self.name = name
+        self.fail_on_hard = fail_on_hard
+        self.seconds = seconds
+        self.hidden_dim = hidden_dim
+        self.calls = 0
+
+    def act(self, obs: TextObservation) -> Decision:
+        self.calls += 1
+        acts = list(obs.admissible_actions)
+        oracle = obs.oracle_action or acts[0]
+        easy = oracle == "go forward"
+        if easy or not self.fail_on_hard:
+            action = oracle
+            probs = np.full(len(acts), 0.02)
+            probs[acts.index(action)] = 1.0
+        else:
+            action = "toggle"
+            probs = np.full(len(acts), 1.0)
+            probs[acts.index(action)] = 1.3
+        probs = probs / probs.sum()
+        rec = CallRecord(model=self.name, device="cpu", device_seconds=self.seconds, wall_seconds=self.seconds,
+                         input_tokens=10, output_tokens=1, flops=100.0)
+        return Decision(action=action, record=rec, probs=probs, hidden=np.full(self.hidden_dim, float(easy)))
+
+
+@pytest.fixture
+def controlled_pair():
+    """(QUICK, DEEPTHINK): QUICK right on easy states only, DEEPTHINK always right."""
+    quick = ControlledPolicy(name="controlled-quick", fail_on_hard=True, seconds=0.001)
+    deep = ControlledPolicy(name="controlled-deepthink", fail_on_hard=False, seconds=0.02)
+    return quick, deep

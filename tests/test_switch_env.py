@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from londi.envs import make_env
+from londi.features import HashingBagOfWords, make_features
+from londi.switch_env import DEEPTHINK, QUICK, SwitchEnv
+from londi.errors import UnknownChoiceError
+
+
+def make(pair, **kwargs):
+    quick, deep = pair
+    base = make_env("londi/BabyAIText-GoToLocal-v0", disable_env_checker=True)
+    return SwitchEnv(base, quick, deep, **kwargs)
+
+
+def test_checkers_pass(controlled_pair):
+    check_env(make(controlled_pair, call_cost=0.1), skip_render_check=True)
+    sb3_check_env(make(controlled_pair, call_cost=0.1, budget=2))
+    check_env(make(controlled_pair, features="quick+bow"), skip_render_check=True)
+
+
+def test_reward_is_env_reward_minus_cost_and_accounting_adds_up(controlled_pair):
+    quick, deep = controlled_pair
+    env = make(controlled_pair, call_cost=0.25)
+    obs, info = env.reset(seed=5)
+    assert obs["features"].shape == env.observation_space["features"].shape
+    choices = [DEEPTHINK, QUICK, DEEPTHINK, DEEPTHINK, QUICK] * 20
+    total_q_seconds = 0.0
+    for t, a in enumerate(choices):
+        obs, r, term, trunc, info = env.step(a)
+        assert r == pytest.approx(info["env_reward"] - 0.25 * (a == DEEPTHINK))
+        assert info["deepthink_cost"] == float(a == DEEPTHINK)
+        if term or trunc:
+            break
+    acc = info["accounting"]
+    steps = t + 1
+    assert acc.steps == steps
+    assert acc.calls["deepthink"] == sum(1 for a in choices[:steps] if a == DEEPTHINK)
+    # QUICK is consulted at every non-terminal state (its answer feeds the features)
+    assert acc.calls["quick"] == steps
+    assert acc.device_seconds["quick"] == pytest.approx(0.001 * steps)
+    assert acc.device_seconds["deepthink"] == pytest.approx(0.02 * acc.calls["deepthink"])
+    assert acc.calls["switch"] >= steps  # feature extraction is metered as the switch's own cost
+    assert acc.device_seconds["switch"] >= 0
+
+
+def test_without_features_quick_is_called_only_when_chosen(controlled_pair):
+    env = make(controlled_pair, features=None)
+    env.reset(seed=1)
+    for _ in range(3):
+        _, _, term, trunc, info = env.step(DEEPTHINK)
+        if term or trunc:
+            break
+    assert info["accounting"].calls["quick"] == 0
+    assert info["accounting"].calls["deepthink"] >= 1
+
+
+def test_hard_budget_masks_and_overrides(controlled_pair):
+    env = make(controlled_pair, budget=2)
+    obs, _ = env.reset(seed=0)
+    assert obs["action_mask"].tolist() == [1.0, 1.0]
+    for _ in range(6):
+        obs, _, term, trunc, info = env.step(DEEPTHINK)
+        if term or trunc:
+            break
+    acc = info["accounting"]
+    assert acc.calls["deepthink"] <= 2
+    if acc.steps > 2:
+        assert obs["action_mask"].tolist() == [1.0, 0.0]
+        assert acc.masked_overrides == acc.steps - 2
+
+
+def test_failing_deepthink_falls_back_to_quick(controlled_pair):
+    quick, _ = controlled_pair
+
+    class Broken(type(quick)):
+        def act(self, obs):
+            raise RuntimeError("server down")
+
+    env = SwitchEnv(make_env("londi/BabyAIText-GoToLocal-v0", disable_env_checker=True), quick,
+                    Broken(name="broken", fail_on_hard=False), call_cost=0.0)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(DEEPTHINK)
+    assert info["accounting"].policy_errors == 1
+    assert info["executed_action"] == info["quick_action"]
+
+
+def test_bad_arguments(controlled_pair):
+    with pytest.raises(ValueError, match="call_cost"):
+        make(controlled_pair, call_cost=-1)
+    with pytest.raises(ValueError, match="budget"):
+        make(controlled_pair, budget=-2)
+    with pytest.raises(ValueError, match="budget"):
+        make(controlled_pair, budget=1.5)
+    with pytest.raises(UnknownChoiceError, match="quick"):
+        make(controlled_pair, features="quik")
+    env = make(controlled_pair)
+    env.reset(seed=0)
+    with pytest.raises(ValueError):
+        env.step(2)
+
+
+def test_bow_features_are_deterministic_and_normalised(controlled_pair):
+    env = make(controlled_pair, features="bow")
+    bow = env.encoder
+    assert isinstance(bow, HashingBagOfWords)
+    _, info = env.reset(seed=0)
+    v1 = bow.encode(info["text_obs"], None)
+    v2 = make_features("bow").encode(info["text_obs"], None)
+    assert np.allclose(v1, v2)
+    assert np.linalg.norm(v1) == pytest.approx(1.0, abs=1e-5)
