@@ -174,6 +174,9 @@ def _add_lm_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="londi", description="Learn when a text-game agent should pay for a large LM.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    parser.add_argument("--threads", type=_positive_int, default=1,
+                        help="PyTorch CPU threads (default 1: the small models here run fastest on one "
+                             "thread, and parallel sweeps use one process per core)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -235,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.command == "demo":
         from londi import demo
 

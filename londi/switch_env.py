@@ -222,12 +222,7 @@ class SwitchEnv(gym.Env):
         obs = info.get("text_obs")
         if not isinstance(obs, TextObservation):
             raise TypeError("the wrapped env must put a TextObservation in info['text_obs']")
-        self._obs_unchanged = self._text_obs is not None and obs.text == self._text_obs.text
-        self._text_obs = obs
-        self._quick_decision = None
-        if self.consults_quick_every_step:
-            self._quick_decision = self._call("quick", self.quick, obs)
-        return self._features()
+        return self.observe(obs)
 
     def _features(self) -> dict[str, np.ndarray]:
         with device_timer("cpu") as t:
@@ -267,19 +262,34 @@ class SwitchEnv(gym.Env):
         info["budget_left"] = self.budget_left
         return info
 
-    # ------------------------------------------------------------------ gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        _, base_info = self.env.reset(seed=seed, options=options)
+    # ------------------------------------------------------------------ the switch step by step
+    # These four methods are the switch's whole per-step logic; ``step`` composes them with the
+    # wrapped env, and :class:`~londi.agent.LondiAgent` composes them with a user's own game loop.
+    def begin_episode(self) -> None:
+        """Forget the last episode: policies reset, accounting zeroed."""
         self.quick.reset()
         self.deepthink.reset()
         self._acc = EpisodeAccounting()
         self._prev_choice = QUICK
         self._text_obs = None
-        obs = self._observe(base_info)
-        return obs, self._info({"text_obs": self._text_obs, "oracle_action": self._text_obs.oracle_action})
+        self._quick_decision = None
 
-    def step(self, action):
+    def observe(self, text_obs: TextObservation) -> dict[str, np.ndarray]:
+        """Take the current state: consult QUICK if the features need it; return the switch observation."""
+        self._obs_unchanged = self._text_obs is not None and text_obs.text == self._text_obs.text
+        self._text_obs = text_obs
+        self._quick_decision = None
+        if self.consults_quick_every_step:
+            self._quick_decision = self._call("quick", self.quick, text_obs)
+        return self._features()
+
+    def decide(self, action: int) -> tuple[int, str]:
+        """Carry out the switch's choice on the current state: returns ``(choice, game action)``.
+
+        The choice is downgraded to QUICK when the hard budget is spent; a failing or
+        non-admissible DEEPTHINK answer falls back to QUICK's, a failing QUICK to a random
+        admissible action (each counted in the accounting).
+        """
         choice = int(action)
         if choice not in (QUICK, DEEPTHINK):
             raise ValueError(f"switch action must be 0 (QUICK) or 1 (DEEPTHINK), got {action!r}")
@@ -302,6 +312,27 @@ class SwitchEnv(gym.Env):
             self._acc.oracle_disagreements += int(quick_action != oracle)
         if oracle is not None:
             self._acc.taken_oracle_disagreements += int(executed != oracle)
+        return choice, executed
+
+    def record_outcome(self, choice: int, reward: float) -> None:
+        """Book the step's reward once the game has executed the action."""
+        self._acc.steps += 1
+        self._acc.env_return += float(reward)
+        self._prev_choice = choice
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        _, base_info = self.env.reset(seed=seed, options=options)
+        self.begin_episode()
+        obs = self._observe(base_info)
+        return obs, self._info({"text_obs": self._text_obs, "oracle_action": self._text_obs.oracle_action})
+
+    def step(self, action):
+        obs_now = self.text_observation
+        quick_action = self._quick_decision.action if self._quick_decision is not None else None
+        oracle = obs_now.oracle_action
+        choice, executed = self.decide(action)
         extra: dict[str, Any] = {}
         try:
             _, reward, terminated, truncated, base_info = self.env.step(self._env_action(executed))
@@ -313,9 +344,7 @@ class SwitchEnv(gym.Env):
             extra["env_error"] = repr(exc)
         reward = float(reward)
         cost = 1.0 if choice == DEEPTHINK else 0.0
-        self._acc.steps += 1
-        self._acc.env_return += reward
-        self._prev_choice = choice
+        self.record_outcome(choice, reward)
         if terminated or truncated:
             self._text_obs = base_info.get("text_obs", obs_now)
             self._quick_decision = None

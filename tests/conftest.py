@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+
+# The suite's models are tiny: one thread is fastest and keeps timings stable on a busy machine.
+torch.set_num_threads(1)
 
 from londi.agents.base import Decision, TextPolicy
 from londi.envs.base import TextObservation

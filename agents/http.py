@@ -1,0 +1,572 @@
+"""A text policy backed by any OpenAI-compatible HTTP server (vLLM, Ollama, llama.cpp, ``londi serve``).
+
+:class:`HTTPPolicy` turns an observation into the shared LONDI prompt
+(:func:`londi.agents.prompt.build_prompt`), asks the server for a completion, and maps the
+answer to an admissible action with :func:`londi.agents.matching.match_action`.
+
+Endpoints
+    ``api="chat"`` posts to ``{base_url}/chat/completions`` with a system message (the
+    instructions) and a user message (the prompt): use it for instruction-tuned chat models.
+    ``api="completions"`` posts the prompt itself to ``{base_url}/completions`` and stops at the
+    end of the line: use it for base models and for the in-project LMs trained on the LONDI
+    prompt format (served with ``londi serve``).
+
+Configuration
+    Every setting is a keyword argument; the endpoint, the model and the key may also come from
+    the environment: ``LONDI_API_BASE`` (then ``OPENAI_BASE_URL``, ``OPENAI_API_BASE``),
+    ``LONDI_MODEL`` and ``LONDI_API_KEY`` (then ``OPENAI_API_KEY``). Without a model name the
+    first model that the server lists at ``/v1/models`` is used. The API key is kept in a
+    wrapper that never prints it; it is sent only in the ``Authorization`` header and removed
+    from every error message, log line and repr.
+
+Failures
+    Connection errors, timeouts and the statuses 408, 409, 425, 429 and 5xx are retried up to
+    ``max_retries`` times with exponential backoff (``backoff * 2**k`` seconds, at most
+    ``backoff_max``, or the server's ``Retry-After`` where it asks for longer within that
+    cap), within an optional overall ``deadline``. Other statuses (400, 401, 404, ...) are
+    configuration errors and are not retried; neither is a malformed answer. When the call
+    cannot be completed,
+    :class:`HTTPBackendError` is raised; its ``record`` holds the call's accounting (the error
+    and the retries), so that :class:`londi.agents.fallback.FallbackPolicy` can record it.
+
+Accounting (the :class:`~londi.meter.CallRecord` of each call)
+    ``device="http"``. ``device_seconds`` is the server-side compute time when the server
+    reports one (llama.cpp's ``timings.prompt_ms + timings.predicted_ms``, which ``londi serve``
+    also fills), else the wall latency of the request that produced the answer: from the
+    client's side that is the only upper bound on the time the server's device spent, and a
+    remote device is billed by the time it is held. ``wall_seconds`` covers every attempt and
+    backoff of the call. A failed call records ``device_seconds=0`` (no answer was produced;
+    its time is in ``wall_seconds``) and no tokens. Tokens come from the response's ``usage``; when a server omits it,
+    they are estimated as one token per :data:`CHARS_PER_TOKEN` characters (the usual rule of
+    thumb for English text with BPE tokenizers). ``flops`` is :func:`~londi.meter.estimate_flops`
+    when ``n_parameters`` is given, else 0 (a remote model's size is unknown).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from londi.agents.base import Decision, TextPolicy
+from londi.agents.matching import MATCH_KINDS, Match, match_action
+from londi.agents.prompt import build_prompt
+from londi.envs.base import TextObservation
+from londi.errors import ConfigError, LondiError, check_choice
+from londi.meter import CallRecord, estimate_flops
+
+logger = logging.getLogger(__name__)
+
+#: Environment variables read when the constructor gets no value, in order of precedence.
+ENV_API_BASE: tuple[str, ...] = ("LONDI_API_BASE", "OPENAI_BASE_URL", "OPENAI_API_BASE")
+ENV_API_KEY: tuple[str, ...] = ("LONDI_API_KEY", "OPENAI_API_KEY")
+ENV_MODEL: tuple[str, ...] = ("LONDI_MODEL",)
+
+#: The APIs :class:`HTTPPolicy` can talk to.
+APIS: tuple[str, ...] = ("chat", "completions")
+
+#: Characters per token for the token estimate used when a server reports no ``usage``.
+CHARS_PER_TOKEN = 4.0
+
+#: Statuses worth retrying: timeouts, conflicts, rate limits and server errors.
+RETRY_STATUSES = frozenset({408, 409, 425, 429})
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an agent playing a text game. Read the goal, the possible actions and the "
+    "observations, then answer with exactly one of the possible actions, written as it is "
+    "listed, and nothing else."
+)
+
+
+# The backoff's sleep; a module attribute so that tests can replace it without touching ``time``.
+_sleep = time.sleep
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens in ``text`` by the rule of thumb of :data:`CHARS_PER_TOKEN` characters a token."""
+    return int(math.ceil(len(text) / CHARS_PER_TOKEN)) if text else 0
+
+
+class _Secret:
+    """Holds a secret string; its repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value or None
+
+    def get(self) -> str | None:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return self._value is not None
+
+    def __repr__(self) -> str:
+        return "'***'" if self._value else "None"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # never pickle the key along with a policy
+        return (_Secret, (None,))
+
+
+class HTTPBackendError(LondiError):
+    """An HTTP backend call that could not be completed.
+
+    Attributes:
+        record: the call's accounting, with ``error`` and ``retries`` filled.
+        status_code: the last HTTP status received, or ``None`` (connection error, timeout).
+        retryable: whether the last failure was of a kind that is retried (the retries were
+            then used up); ``False`` for configuration errors such as 401 or 404.
+    """
+
+    def __init__(
+        self, message: str, *, record: CallRecord, status_code: int | None = None, retryable: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.record = record
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+class HTTPTimeoutError(HTTPBackendError, TimeoutError):
+    """The server did not answer within the timeout (after the retries)."""
+
+
+def _first_env(names: Sequence[str]) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def normalise_base_url(url: str) -> str:
+    """``http://host:port`` -> ``http://host:port/v1``; a URL with a path is kept as given.
+
+    Raises:
+        ConfigError: for anything but an ``http``/``https`` URL with a host.
+    """
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(
+            f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {url!r}"
+        )
+    if parsed.username or parsed.password:
+        # Credentials in a URL end up in logs; the key belongs in api_key / LONDI_API_KEY.
+        raise ConfigError("base_url must not contain credentials; pass api_key or set LONDI_API_KEY")
+    path = parsed.path.rstrip("/")
+    if not path:
+        path = "/v1"
+    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, parsed.query, ""))
+
+
+class HTTPPolicy(TextPolicy):
+    """A :class:`~londi.agents.base.TextPolicy` that asks an OpenAI-compatible server.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1`` (vLLM), ``http://127.0.0.1:11434/v1``
+            (Ollama), ``http://127.0.0.1:8080/v1`` (llama.cpp). A URL without a path gets ``/v1``.
+            Default: ``$LONDI_API_BASE``, ``$OPENAI_BASE_URL``, ``$OPENAI_API_BASE``.
+        model: the model name sent to the server. Default: ``$LONDI_MODEL``, else the first
+            model the server lists at ``/v1/models`` (asked once, at the first call).
+        api_key: sent as ``Authorization: Bearer ...``. Default: ``$LONDI_API_KEY``, then
+            ``$OPENAI_API_KEY``; none for local servers that need none.
+        api: ``"chat"`` (``/chat/completions``) or ``"completions"`` (``/completions``).
+        name: the policy's name (default: the model name).
+        timeout: seconds allowed per attempt for connecting and for waiting for the answer.
+        max_retries: retries after the first attempt (connection errors, timeouts, 5xx, 429).
+        backoff: the first retry's delay in seconds; it doubles at each retry.
+        backoff_max: the longest delay between two attempts.
+        deadline: optional limit in seconds on a whole call, attempts and backoff included:
+            no retry starts after it.
+        max_tokens: the most tokens the server may generate for an answer.
+        temperature: sampling temperature; 0 (the default) asks for greedy decoding, which
+            makes answers reproducible and cacheable.
+        stop: stop sequences. Default: ``("\\n",)`` for ``"completions"`` (one action per line),
+            none for ``"chat"``.
+        system_prompt: the system message for ``"chat"`` (``None`` sends none); unused for
+            ``"completions"``.
+        prompt_kwargs: keyword arguments for :func:`~londi.agents.prompt.build_prompt`
+            (``history_length``, ``max_listed_actions``, ...). The actions are always listed,
+            since a generating model must know its choices.
+        seed: sent as the request's ``seed`` where given (servers that sample use it).
+        n_parameters: the model's parameter count, for the FLOPs estimate (0 FLOPs when unknown).
+        extra_body: more fields merged into every request body (e.g. Ollama ``options``).
+        headers: more HTTP headers for every request (e.g. an organisation header).
+        transport: an ``httpx`` transport, for tests (e.g. ``httpx.MockTransport``).
+
+    Attributes:
+        calls: calls made (answered or failed) since construction.
+        failures: calls that raised :class:`HTTPBackendError`.
+        retries: retries made over all calls.
+        match_counts: how many answers matched ``"exact"``, ``"normalised"`` and ``"nearest"``.
+        last_match: the :class:`~londi.agents.matching.Match` of the last answer.
+        last_text: the raw text of the last answer.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        api: str = "chat",
+        name: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        backoff_max: float = 8.0,
+        deadline: float | None = None,
+        max_tokens: int = 32,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        prompt_kwargs: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        n_parameters: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api = check_choice("HTTP API", api, APIS)
+        url = base_url or _first_env(ENV_API_BASE)
+        if not url:
+            raise ConfigError(
+                "no HTTP endpoint: pass base_url=... (e.g. http://127.0.0.1:8000/v1) or set "
+                + " / ".join(ENV_API_BASE)
+            )
+        self.base_url = normalise_base_url(url)
+        self._api_key = _Secret(api_key if api_key is not None else _first_env(ENV_API_KEY))
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if backoff < 0 or backoff_max < 0:
+            raise ValueError(f"backoff and backoff_max must be >= 0, got {backoff} and {backoff_max}")
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"deadline must be > 0 seconds or None, got {deadline}")
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be > 0, got {max_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if n_parameters is not None and n_parameters <= 0:
+            raise ValueError(f"n_parameters must be > 0 or None, got {n_parameters}")
+        self.prompt_kwargs = dict(prompt_kwargs or {})
+        if "list_actions" in self.prompt_kwargs:
+            raise ValueError("prompt_kwargs may not set list_actions: a generating model must see its choices")
+        # Fail now, not at the first step, on a bad prompt option.
+        build_prompt(TextObservation(goal="g", text="t", admissible_actions=("a",)), **self.prompt_kwargs)
+        self.model: str | None = model or _first_env(ENV_MODEL)
+        self._name = name
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.backoff_max = float(backoff_max)
+        self.deadline = deadline
+        self.max_tokens = int(max_tokens)
+        self.temperature = float(temperature)
+        self.stop: tuple[str, ...] = tuple(stop) if stop is not None else (("\n",) if api == "completions" else ())
+        self.system_prompt = system_prompt
+        self.seed = seed
+        self.n_parameters = n_parameters
+        self.extra_body = dict(extra_body or {})
+        self._headers = dict(headers or {})
+        self._transport = transport
+        self._client: httpx.Client | None = None
+        self.calls = 0
+        self.failures = 0
+        self.retries = 0
+        self.match_counts: dict[str, int] = {kind: 0 for kind in MATCH_KINDS}
+        self.last_match: Match | None = None
+        self.last_text: str | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self._name or self.model or "http"
+
+    @property
+    def cache_namespace(self) -> str:
+        """What, besides the observation, determines the answer; used by
+        :class:`~londi.agents.cache.CachedPolicy` as part of its key. Resolves the model name."""
+        settings = {
+            "model": self.resolve_model(),
+            "api": self.api,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stop": list(self.stop),
+            "system_prompt": self.system_prompt if self.api == "chat" else None,
+            "prompt_kwargs": self.prompt_kwargs,
+            "seed": self.seed,
+            "extra_body": self.extra_body,
+        }
+        return "http:" + json.dumps(settings, sort_keys=True, default=str)
+
+    def __repr__(self) -> str:
+        return (
+            f"HTTPPolicy(base_url={self.base_url!r}, model={self.model!r}, api={self.api!r}, "
+            f"api_key={self._api_key!r}, timeout={self.timeout}, max_retries={self.max_retries})"
+        )
+
+    # ------------------------------------------------------------------ plumbing
+    def _redact(self, text: str) -> str:
+        key = self._api_key.get()
+        return text.replace(key, "***") if key else text
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(transport=self._transport, follow_redirects=False)
+        return self._client
+
+    def _request_headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", **self._headers}
+        key = self._api_key.get()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def resolve_model(self) -> str:
+        """The model name; without one, the first model the server lists (asked once)."""
+        if self.model:
+            return self.model
+        try:
+            response = self._http().get(
+                f"{self.base_url}/models", headers=self._request_headers(), timeout=self.timeout
+            )
+            response.raise_for_status()
+            data = response.json()["data"]
+            self.model = str(data[0]["id"])
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                self._redact(
+                    f"no model name given and none could be read from {self.base_url}/models "
+                    f"({type(exc).__name__}: {exc}); pass model=... or set LONDI_MODEL"
+                )
+            ) from None
+        logger.info("HTTP backend %s: using model %r, the first the server lists", self.base_url, self.model)
+        return self.model
+
+    def prompt_for(self, obs: TextObservation) -> str:
+        """The prompt sent for ``obs``."""
+        return build_prompt(obs, list_actions=True, **self.prompt_kwargs)
+
+    def _payload(self, prompt: str, model: str) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"model": model, "max_tokens": self.max_tokens, "temperature": self.temperature}
+        if self.stop:
+            body["stop"] = list(self.stop)
+        if self.seed is not None:
+            body["seed"] = self.seed
+        if self.api == "chat":
+            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            messages.append({"role": "user", "content": prompt})
+            body["messages"] = messages
+            path = "/chat/completions"
+        else:
+            body["prompt"] = prompt
+            path = "/completions"
+        body.update(self.extra_body)
+        return self.base_url + path, body
+
+    def _parse(self, data: Any) -> tuple[str, dict[str, Any], float | None]:
+        """``(answer text, usage, server seconds or None)``; ValueError for a malformed body."""
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ValueError("the response has no 'choices'")
+        choice = choices[0]
+        if self.api == "chat":
+            message = choice.get("message") or {}
+            text = message.get("content")
+            if isinstance(text, list):  # content parts
+                text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        else:
+            text = choice.get("text")
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise ValueError(f"the answer is not text: {type(text).__name__}")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        server_seconds = None
+        timings = data.get("timings")
+        if isinstance(timings, dict):
+            ms = [timings.get(k) for k in ("prompt_ms", "predicted_ms")]
+            if any(isinstance(v, (int, float)) for v in ms):
+                server_seconds = sum(float(v) for v in ms if isinstance(v, (int, float))) / 1000.0
+        return text, usage, server_seconds
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        delay = min(self.backoff_max, self.backoff * (2.0**attempt))
+        if response is not None:
+            retry_after = response.headers.get("retry-after")
+            try:
+                delay = max(delay, min(self.backoff_max, float(retry_after)))
+            except (TypeError, ValueError):
+                pass  # absent, or an HTTP date: the computed backoff will do
+        return delay
+
+    # ------------------------------------------------------------------ the call
+    def complete(self, prompt: str) -> tuple[str, CallRecord]:
+        """Send ``prompt`` and return the answer's text and the call's record.
+
+        Raises:
+            HTTPBackendError: the call failed after the retries (``HTTPTimeoutError`` when the
+                last failure was a timeout), or failed with a status that is not retried.
+            ConfigError: no model name was given and the server lists none.
+        """
+        model = self.resolve_model()
+        url, body = self._payload(prompt, model)
+        headers = self._request_headers()
+        start = time.perf_counter()
+        attempt = 0
+        self.calls += 1
+        while True:
+            t0 = time.perf_counter()
+            response: httpx.Response | None = None
+            status: int | None = None
+            timed_out = False
+            retryable = True
+            timeout = self.timeout
+            if self.deadline is not None:  # the last attempt may not run past the deadline
+                timeout = max(min(timeout, self.deadline - (t0 - start)), 1e-3)
+            try:
+                response = self._http().post(url, json=body, headers=headers, timeout=timeout)
+                status = response.status_code
+                if status == 200:
+                    text, usage, server_seconds = self._parse(response.json())
+                    latency = time.perf_counter() - t0
+                    break
+                retryable = status in RETRY_STATUSES or status >= 500
+                error = f"HTTP {status} from {url}: {_error_detail(response)}"
+                if status in (401, 403):
+                    error += " (check the API key: LONDI_API_KEY / OPENAI_API_KEY)"
+                elif status == 404:
+                    error += f" (check base_url and the model name {model!r})"
+            except httpx.TimeoutException as exc:
+                timed_out = True
+                error = f"timeout after {timeout:g} s ({type(exc).__name__}) from {url}"
+            except httpx.RequestError as exc:  # connection refused/reset, protocol errors
+                error = f"{type(exc).__name__} from {url}: {exc}"
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                # JSON decoding or a malformed body: a server bug, not retried
+                retryable = False
+                error = f"malformed response from {url}: {exc}"
+            elapsed = time.perf_counter() - start
+            delay = self._delay(attempt, response)
+            out_of_time = self.deadline is not None and elapsed + delay >= self.deadline
+            if not retryable or attempt >= self.max_retries or out_of_time:
+                error = self._redact(error)
+                if attempt:
+                    error += f" (after {attempt} {'retry' if attempt == 1 else 'retries'})"
+                record = CallRecord(
+                    model=model,
+                    device="http",
+                    wall_seconds=elapsed,
+                    input_tokens=0,
+                    output_tokens=0,
+                    error=error,
+                    retries=attempt,
+                )
+                self.failures += 1
+                self.retries += attempt
+                # Logged at INFO: the caller gets the exception (FallbackPolicy warns once per
+                # run of failures), and a dead server must not flood the log at every step.
+                logger.info("HTTP backend %s failed: %s", self.name, error)
+                cls = HTTPTimeoutError if timed_out else HTTPBackendError
+                raise cls(error, record=record, status_code=status, retryable=retryable)
+            logger.info(
+                "HTTP backend %s: %s; retry %d/%d in %.2f s",
+                self.name, self._redact(error), attempt + 1, self.max_retries, delay,
+            )
+            _sleep(delay)
+            attempt += 1
+
+        input_tokens = _as_int(usage.get("prompt_tokens"))
+        output_tokens = _as_int(usage.get("completion_tokens"))
+        if input_tokens is None:
+            sent = prompt if self.api == "completions" else "\n".join(m["content"] for m in body["messages"])
+            input_tokens = estimate_tokens(sent)
+        if output_tokens is None:
+            output_tokens = estimate_tokens(text)
+        record = CallRecord(
+            model=model,
+            device="http",
+            device_seconds=server_seconds if server_seconds is not None else latency,
+            wall_seconds=time.perf_counter() - start,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            flops=estimate_flops(self.n_parameters, input_tokens + output_tokens) if self.n_parameters else 0.0,
+            retries=attempt,
+        )
+        self.retries += attempt
+        return text, record
+
+    def act(self, obs: TextObservation) -> Decision:
+        """Ask the server and map its answer to one of ``obs.admissible_actions``.
+
+        Raises:
+            HTTPBackendError: see :meth:`complete`.
+            ValueError: ``obs`` has no admissible actions.
+        """
+        if not obs.admissible_actions:
+            raise ValueError("the observation has no admissible actions")
+        text, record = self.complete(self.prompt_for(obs))
+        match = match_action(text, obs.admissible_actions)
+        self.last_text, self.last_match = text, match
+        self.match_counts[match.kind] += 1
+        if match.kind == "nearest":
+            logger.debug("HTTP backend %s: answer %r matched %r (score %.2f)", self.name, text, match.action, match.score)
+        return Decision(action=match.action, record=record)
+
+    def close(self) -> None:
+        """Close the HTTP connection pool (a later call opens a new one)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> HTTPPolicy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value)
+
+
+def _error_detail(response: httpx.Response, limit: int = 300) -> str:
+    """The server's error message (OpenAI's ``{"error": {"message": ...}}`` or the body's start)."""
+    try:
+        data = response.json()
+        if isinstance(data, dict):
+            err = data.get("error", data.get("detail"))
+            if isinstance(err, dict):
+                err = err.get("message", err)
+            if err is not None:
+                return str(err)[:limit]
+    except ValueError:
+        pass
+    return response.text[:limit] or response.reason_phrase
+
+
+__all__ = [
+    "APIS",
+    "CHARS_PER_TOKEN",
+    "DEFAULT_SYSTEM_PROMPT",
+    "ENV_API_BASE",
+    "ENV_API_KEY",
+    "ENV_MODEL",
+    "HTTPBackendError",
+    "HTTPPolicy",
+    "HTTPTimeoutError",
+    "estimate_tokens",
+    "normalise_base_url",
+]
