@@ -1,0 +1,161 @@
+"""LONDI-B's hard cap and the Lagrangian expected-cost limit."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from londi.envs import make_env
+from londi.evaluate import build_switch_env, run_rule
+from londi.learner import LondiDQN
+from londi.metrics import summarize
+from londi.rules import SwitchRule
+from londi.switch_env import SwitchEnv
+from londi.train import TrainConfig, build_learner
+from londi.errors import ConfigError
+
+ENVS = ["londi/BabyAIText-GoToLocal-v0", "londi/BabyAIText-PickupLoc-v0", "londi/BabyAIText-MixedTrainLocal-v0"]
+
+
+class RandomRule(SwitchRule):
+    """Asks for DEEPTHINK with probability p, ignoring the mask (the env must enforce the cap)."""
+
+    def __init__(self, p, seed):
+        self.p = p
+        self.rng = np.random.default_rng(seed)
+        self.name = f"random-{p:.2f}"
+
+    def choose(self, obs, env):
+        return int(self.rng.random() < self.p)
+
+
+EPISODES_PER_EXAMPLE = 25
+EXAMPLES = 48  # 48 x 25 = 1200 episodes in all
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(budget=st.integers(0, 6), env_index=st.integers(0, len(ENVS) - 1), p=st.floats(0.0, 1.0),
+       seed=st.integers(0, 10_000))
+def test_hard_cap_is_never_exceeded(controlled_pair, budget, env_index, p, seed):
+    quick, deep = controlled_pair
+    # a short step limit keeps 1200 episodes fast; the cap is checked at every step count alike
+    env = build_switch_env(ENVS[env_index], quick, deep, features="quick", budget=budget,
+                           env_kwargs={"max_steps": 16})
+    episodes = run_rule(RandomRule(p, seed), env, [seed * 100 + i for i in range(EPISODES_PER_EXAMPLE)],
+                        progress=False)
+    assert all(e.deepthink_calls <= budget for e in episodes)
+    summary = summarize(episodes, seed=0, n_resamples=200)
+    assert summary["max_deepthink_calls"] <= budget
+
+
+def test_learner_respects_the_mask_while_exploring_and_acting(controlled_pair):
+    quick, deep = controlled_pair
+    env = build_switch_env(ENVS[0], quick, deep, features="quick", budget=1, call_cost=0.0)
+    config = TrainConfig(steps=600, learning_starts=200, budget=1, cost=0.0, exploration_fraction=1.0,
+                         exploration_final_eps=1.0)
+    model = build_learner(config, env)
+    overrides = []
+
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Watch(BaseCallback):
+        def _on_step(self):
+            for info in self.locals["infos"]:
+                overrides.append(info["accounting"].masked_overrides)
+            return True
+
+    model.learn(600, callback=Watch())
+    # epsilon = 1 throughout: every choice is random, yet never DEEPTHINK once the budget is spent
+    assert overrides and max(overrides) == 0
+    # greedy choice honours the mask too
+    obs = {"features": np.zeros((1,) + env.observation_space["features"].shape, np.float32),
+           "action_mask": np.array([[1.0, 0.0]], np.float32)}
+    action, _ = model.predict(obs, deterministic=True)
+    assert int(action[0]) == 0
+
+
+def test_bootstrap_target_uses_only_allowed_actions(controlled_pair):
+    quick, deep = controlled_pair
+    env = build_switch_env(ENVS[0], quick, deep, budget=1)
+    model = build_learner(TrainConfig(steps=10), env)
+    net = model.q_net
+    with np.errstate(all="ignore"):
+        import torch as th
+
+        obs = {"features": th.zeros((2,) + env.observation_space["features"].shape),
+               "action_mask": th.tensor([[1.0, 1.0], [1.0, 0.0]])}
+        q_r, q_c = net.reward_cost_values(obs)
+        q_r = q_r.clone()
+        q_r[:, 1] = 100.0  # DEEPTHINK looks best for both states...
+        score = net.combined(q_r, q_c, obs)
+        best = score.argmax(dim=1)
+    assert best.tolist() == [1, 0]  # ...but is excluded where masked
+
+
+def test_lambda_rises_while_violated_and_falls_back(controlled_pair):
+    quick, deep = controlled_pair
+    env = build_switch_env(ENVS[0], quick, deep)
+    model = LondiDQN(env=env, cost_limit=2.0, lambda_lr=0.1, lagrangian_upper_bound=5.0, seed=0)
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(None, []))
+    lams = [model.lagrangian_multiplier]
+    for calls in [6, 6, 6, 6]:  # over the limit: lambda climbs
+        model._episode_calls.append(calls)
+        model._dual_update()
+        lams.append(model.lagrangian_multiplier)
+    assert all(b > a for a, b in zip(lams, lams[1:]))
+    model._episode_calls.clear()
+    for calls in [0] * 30:  # under the limit: lambda falls back, never below 0
+        model._episode_calls.append(calls)
+        model._dual_update()
+        lams.append(model.lagrangian_multiplier)
+    assert lams[-1] == 0.0 and min(lams) >= 0.0
+    assert float(model.q_net.cost_weight) == pytest.approx(model.call_cost + lams[-1])
+    for _ in range(200):
+        model._episode_calls.append(50)
+        model._dual_update()
+    assert model.lagrangian_multiplier == pytest.approx(5.0)  # the upper bound holds
+
+
+def test_lagrangian_training_lowers_calls_towards_the_limit(controlled_pair):
+    """Controlled case: with c = 0 an unconstrained switch calls DEEPTHINK freely; a limit of
+    1 call per episode drives lambda up during training and the greedy switch calls less."""
+    quick, deep = controlled_pair
+    env = build_switch_env(ENVS[0], quick, deep, call_cost=0.0)
+    config = TrainConfig(steps=3000, cost=0.0, cost_limit=1.0, lambda_lr=0.05, learning_starts=300)
+    model = build_learner(config, env)
+    model.learn(config.steps)
+    assert model.lagrangian_multiplier > 0.0
+    episodes = run_rule(_Greedy(model), build_switch_env(ENVS[0], quick, deep), list(range(10**6, 10**6 + 40)),
+                        progress=False)
+    mean_calls = np.mean([e.deepthink_calls for e in episodes])
+    assert mean_calls <= 2.5
+
+
+class _Greedy(SwitchRule):
+    features = "quick"
+
+    def __init__(self, model):
+        self.model = model
+
+    def choose(self, obs, env):
+        return int(self.model.predict(obs, deterministic=True)[0])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"budget": -1}, "budget"),
+    ({"budget": 1.5}, "budget"),
+    ({"cost": -0.1}, "cost"),
+    ({"cost_limit": -2.0}, "cost_limit"),
+    ({"budget": 2, "cost_limit": 1.0}, "either"),
+    ({"env": "londi/Nope-v0"}, "env id"),
+])
+def test_bad_budget_config(kwargs, match):
+    with pytest.raises((ConfigError, ValueError), match=match):
+        TrainConfig(**kwargs).validate()
+
+
+def test_switch_env_rejects_bad_budget(controlled_pair):
+    quick, deep = controlled_pair
+    with pytest.raises(ValueError, match="budget"):
+        SwitchEnv(make_env(ENVS[0]), quick, deep, budget=-3)
