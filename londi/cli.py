@@ -118,6 +118,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for n in names:
         if n not in valid:
             raise UnknownChoiceError("method", n, valid)
+    if "londi" in names:  # fail on a bad run folder before loading any model
+        from londi.train import load_switch
+
+        if not args.switch:
+            raise LondiError("--method londi needs --switch RUN_DIR (a folder written by `londi train`)")
+        load_switch(args.switch)
     needs_lms = any(n != "expert" for n in names)
     quick = deepthink = None
     if needs_lms:
