@@ -1,0 +1,114 @@
+"""Resume after SIGKILL, reproducibility, and faults that must not stop training or evaluation."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from londi.evaluate import Method, evaluate_methods
+from londi.rules import AlwaysQuick, LearnedSwitch
+from londi.train import TrainConfig, load_switch, train_switch
+
+CHILD = Path(__file__).with_name("_train_child.py")
+
+
+def test_training_resumes_after_sigkill(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(CHILD), str(run), "1500"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state = run / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["num_timesteps"] >= 400:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the child finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["num_timesteps"]
+    assert 400 <= killed_at < 1500
+    assert not (run / "model.zip").exists()
+    # no half-written file is left behind: every file in the checkpoint loads
+    assert not list(run.rglob("*.tmp"))
+    out = subprocess.run([sys.executable, str(CHILD), str(run), "1500"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"at step {killed_at}" in out.stderr + out.stdout
+    model, config = load_switch(run)
+    assert model.num_timesteps == 1500
+    assert config.steps == 1500
+
+
+def test_same_seed_same_evaluation_numbers(controlled_pair, tmp_path):
+    quick, deep = controlled_pair
+    config = TrainConfig(steps=400, learning_starts=100, cost=0.1, seed=7, checkpoint_every=0)
+    model = train_switch(config, tmp_path / "a", quick=quick, deepthink=deep, progress=False)
+
+    def numbers():
+        methods = {"q": Method(AlwaysQuick(), quick, deep), "londi": Method(LearnedSwitch(model, features="quick"), quick, deep)}
+        res = evaluate_methods(methods, episodes=15, seed=2, progress=False)
+        keep = ("success", "success_ci", "return", "steps", "deepthink_call_frac", "max_deepthink_calls")
+        return {name: {k: m[k] for k in keep} for name, m in res["methods"].items()}
+
+    assert numbers() == numbers()
+    # and a second training run with the same seed learns the same switch
+    model2 = train_switch(config, tmp_path / "b", quick=quick, deepthink=deep, progress=False)
+    import torch as th
+
+    for p1, p2 in zip(model.policy.parameters(), model2.policy.parameters()):
+        assert th.equal(p1, p2)
+
+
+def test_a_raising_policy_and_a_raising_env_do_not_stop_evaluation(controlled_pair):
+    quick, deep = controlled_pair
+
+    class Flaky(type(deep)):
+        def act(self, obs):
+            if obs.step % 2:
+                raise TimeoutError("model timed out")
+            return super().act(obs)
+
+    from londi.envs import make_env
+    from londi.switch_env import SwitchEnv
+
+    class Crashy:
+        """Raises on its 3rd step, as a killed JVM would."""
+
+        def __init__(self):
+            self.inner = make_env("londi/BabyAIText-GoToLocal-v0", disable_env_checker=True)
+            self.unwrapped = self.inner.unwrapped
+            self.t = 0
+
+        def reset(self, **kw):
+            self.t = 0
+            return self.inner.reset(**kw)
+
+        def step(self, a):
+            self.t += 1
+            if self.t == 3:
+                raise RuntimeError("JVM died")
+            return self.inner.step(a)
+
+        def close(self):
+            self.inner.close()
+
+    env = SwitchEnv(Crashy(), quick, Flaky(name="flaky", fail_on_hard=False))
+    from londi.rules import AlwaysDeepthink
+    from londi.evaluate import run_rule
+
+    eps = run_rule(AlwaysDeepthink(), env, list(range(5)), progress=False)
+    assert len(eps) == 5
+    _, info = env.reset(seed=0)
+    for _ in range(3):
+        _, _, term, trunc, info = env.step(1)
+        if term or trunc:
+            break
+    acc = info["accounting"]
+    if acc.steps == 3:
+        assert trunc and acc.env_errors == 1 and "env_error" in info
+    assert acc.policy_errors >= 1
