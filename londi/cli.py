@@ -127,9 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     needs_lms = any(n != "expert" for n in names)
     quick = deepthink = None
     if needs_lms:
-        from londi.agents.lm import load_policy
-
-        quick, deepthink = load_policy(args.quick), load_policy(args.deepthink)
+        quick, deepthink = load_pair(args)
     methods = {n: build_method(n, args, quick, deepthink) for n in names}
     results = evaluate_methods(methods, env_id=env_id, episodes=args.episodes, seed=args.seed,
                                progress=not args.no_progress)
@@ -138,6 +136,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         atomic_write_json(args.out, results)
         print(f"wrote {args.out}")
     return 0
+
+
+def load_pair(args: argparse.Namespace) -> tuple[Any, Any]:
+    """QUICK and DEEPTHINK from ``--quick``/``--deepthink`` (names, folders or server URLs); a
+    served DEEPTHINK falls back to QUICK when it fails."""
+    from londi.agents.loading import load_text_policy
+
+    quick = load_text_policy(args.quick, role="quick", http_api=args.http_api)
+    deepthink = load_text_policy(args.deepthink, role="deepthink", fallback=quick, http_api=args.http_api)
+    return quick, deepthink
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -151,7 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         lagrangian_upper_bound=args.lagrangian_upper_bound,
     ).validate()
     run_dir = Path(args.out) if args.out else default_run_dir(config)
-    train_switch(config, run_dir, progress=not args.no_progress)
+    quick, deepthink = load_pair(args)
+    train_switch(config, run_dir, quick=quick, deepthink=deepthink, progress=not args.no_progress)
     print(f"trained switch written to {run_dir}")
     return 0
 
@@ -172,9 +181,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- parser
 def _add_lm_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", default="quick", help="QUICK model: shipped name or checkpoint folder (default: quick)")
+    p.add_argument("--quick", default="quick",
+                   help="QUICK model: shipped name, checkpoint folder or server URL (default: quick)")
     p.add_argument("--deepthink", default="deepthink",
-                   help="DEEPTHINK model: shipped name or checkpoint folder (default: deepthink)")
+                   help="DEEPTHINK model: shipped name, checkpoint folder or OpenAI-compatible server URL "
+                        "such as http://127.0.0.1:8000/v1 (key from LONDI_API_KEY) (default: deepthink)")
+    p.add_argument("--http-api", choices=("chat", "completions"), default="chat",
+                   help="API of a served model: chat (instruction models) or completions (base models, "
+                        "`londi serve`) (default chat)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -135,11 +135,20 @@ def evaluate_methods(
         t0 = time.perf_counter()
         env = build_switch_env(env_id, m.quick, m.deepthink, features=m.rule.features, budget=m.budget,
                                env_kwargs=env_kwargs)
+        faults = {"policy_errors": 0, "env_errors": 0, "invalid_actions": 0, "masked_overrides": 0}
+
+        def count_faults(_i: int, _stats: EpisodeStats, info: dict[str, Any]) -> None:
+            for key in faults:
+                faults[key] += getattr(info["accounting"], key)
+
         try:
-            eps = run_rule(m.rule, env, seeds, progress=progress, desc=f"eval {name}")
+            eps = run_rule(m.rule, env, seeds, progress=progress, desc=f"eval {name}", on_episode=count_faults)
         finally:
             env.close()
         entry = summarize(eps, seed=seed, include_episodes=True)
+        # failed or timed-out model calls (fallbacks included), env crashes, non-admissible answers
+        # and DEEPTHINK requests refused by the hard budget, in total over the episodes
+        entry["faults"] = faults
         entry["wall_seconds"] = time.perf_counter() - t0
         if m.budget is not None:
             entry["budget"] = m.budget
