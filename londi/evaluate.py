@@ -1,10 +1,11 @@
 """Evaluation: run switch rules on the same held-out episodes and summarise them.
 
-Seeds. One run seed ``s`` drives everything. Training episodes use env seeds below
-:data:`HELDOUT_SEED_BASE`; evaluation episode ``i`` of run seed ``s`` uses env seed
-``HELDOUT_SEED_BASE + s * SEED_STRIDE + i``, so held-out episodes never overlap training ones
-(the shipped LMs are also trained on seeds below :data:`HELDOUT_SEED_BASE`), and every method
-of one evaluation sees exactly the same episodes.
+Seeds. One run seed ``s`` (0-9) drives everything. Evaluation episode ``i`` of run seed ``s``
+uses env seed ``HELDOUT_SEED_BASE + s * SEED_STRIDE + i``: the held-out range is
+``[500_000, 600_000)``. Nothing is ever trained or calibrated there: the shipped LMs are trained
+on env seeds from 1,000,000 up (``scripts/train_lms.py``), baselines calibrate on seeds below
+:data:`HELDOUT_SEED_BASE`, and switch training draws its episodes from the env's own random
+stream seeded by the run seed. Every method of one evaluation sees exactly the same episodes.
 """
 from __future__ import annotations
 
@@ -25,16 +26,17 @@ from londi.switch_env import SwitchEnv
 
 logger = logging.getLogger(__name__)
 
-HELDOUT_SEED_BASE = 1_000_000
-SEED_STRIDE = 100_000
+HELDOUT_SEED_BASE = 500_000
+SEED_STRIDE = 10_000
+MAX_RUN_SEEDS = 10
 
 
 def heldout_seeds(seed: int, episodes: int) -> list[int]:
     """The env seeds of ``episodes`` held-out evaluation episodes for run seed ``seed``."""
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
-    if not 0 <= seed < 10_000:
-        raise ValueError(f"seed must be in [0, 10000), got {seed}")
+    if not 0 <= seed < MAX_RUN_SEEDS:
+        raise ValueError(f"evaluation seed must be in [0, {MAX_RUN_SEEDS}), got {seed}")
     if episodes > SEED_STRIDE:
         raise ValueError(f"at most {SEED_STRIDE} episodes per seed, got {episodes}")
     return [HELDOUT_SEED_BASE + seed * SEED_STRIDE + i for i in range(episodes)]

@@ -126,7 +126,7 @@ def test_lagrangian_training_lowers_calls_towards_the_limit(controlled_pair):
     model = build_learner(config, env)
     model.learn(config.steps)
     assert model.lagrangian_multiplier > 0.0
-    episodes = run_rule(_Greedy(model), build_switch_env(ENVS[0], quick, deep), list(range(10**6, 10**6 + 40)),
+    episodes = run_rule(_Greedy(model), build_switch_env(ENVS[0], quick, deep), list(range(500_000, 500_040)),
                         progress=False)
     mean_calls = np.mean([e.deepthink_calls for e in episodes])
     assert mean_calls <= 2.5
