@@ -211,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=200, help="held-out episodes (default 200)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="run seed (default 0)")
     p.add_argument("--budget", type=_non_negative_int, default=None, help="hard cap on DEEPTHINK calls per episode")
-    p.add_argument("--rate", type=float, default=None, help="target DEEPTHINK call rate (random/uncertainty baselines)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="target DEEPTHINK call rate (random, uncertainty, router and task-router baselines)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="fixed threshold for the uncertainty and router baselines (instead of --rate)")
+    p.add_argument("--calibration-episodes", type=_positive_int, default=None,
+                   help="training-seed episodes used to calibrate or train baselines (default: the baseline's)")
     p.add_argument("--out", default=None, help="write results.json here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_lm_args(p)

@@ -151,6 +151,10 @@ def evaluate_methods(
         # failed or timed-out model calls (fallbacks included), env crashes, non-admissible answers
         # and DEEPTHINK requests refused by the hard budget, in total over the episodes
         entry["faults"] = faults
+        from londi.baselines import rule_offline_info
+
+        # calibration / router training and their cost, metered apart from the evaluation
+        entry.update(rule_offline_info(m.rule))
         entry["wall_seconds"] = time.perf_counter() - t0
         if m.budget is not None:
             entry["budget"] = m.budget
