@@ -262,7 +262,6 @@ def train_switch(
     config's names). Running the same command again after a crash resumes from the last
     checkpoint in ``run_dir``; a finished run (``model.zip`` present) is loaded, not retrained.
     """
-    from londi.agents.lm import load_policy
     from londi.evaluate import build_switch_env
 
     config.validate()
@@ -275,8 +274,11 @@ def train_switch(
             raise ConfigError(f"{run_dir} holds a run with another config; use a new --out folder")
     else:
         atomic_write_json(cfg_path, config.to_dict())
-    quick = quick or load_policy(config.quick)
-    deepthink = deepthink or load_policy(config.deepthink)
+    if quick is None or deepthink is None:
+        from londi.agents.lm import load_policy
+
+        quick = quick or load_policy(config.quick)
+        deepthink = deepthink or load_policy(config.deepthink)
     env = build_switch_env(config.env, quick, deepthink, features=config.features, call_cost=config.cost,
                            budget=config.budget)
     if (run_dir / MODEL_FILE).is_file():
