@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from londi.argtypes import non_negative_float as _non_negative_float
+from londi.argtypes import non_negative_int as _non_negative_int
+from londi.argtypes import positive_int as _positive_int
 from londi.errors import LondiError, UnknownChoiceError
 
 logger = logging.getLogger("londi")
@@ -22,33 +25,6 @@ CORE_METHODS = ("expert", "always-quick", "always-deepthink", "londi")
 
 #: Modules that add their own subcommands through ``register(subparsers)``.
 PLUGIN_COMMANDS = ("londi.serve", "londi.report", "londi.sweep")
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from londi.io import atomic_write_bytes, atomic_write_text
 from londi.errors import LondiError, check_choice
 from londi.metrics import (
     DEFAULT_RESAMPLES,
@@ -638,24 +639,6 @@ def _section_markdown(
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Never leave a half-written temporary behind; the previous file (if any) is intact.
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _plot(
@@ -707,7 +690,7 @@ def _plot(
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _slug(text: str) -> str:
@@ -793,7 +776,7 @@ def write_report(
         lines += _section_markdown(section, metric=metric, plots=plots)
         sections.append(section)
     report_path = out / REPORT_NAME
-    _atomic_write_text(
+    atomic_write_text(
         out / REPORT_JSON_NAME,
         json.dumps(
             _json_safe({"run_dir": str(root), "metric": metric, "envs": sections}),
@@ -801,7 +784,7 @@ def write_report(
             allow_nan=False,
         ),
     )
-    _atomic_write_text(report_path, "\n".join(lines))
+    atomic_write_text(report_path, "\n".join(lines))
     logger.info("wrote %s (%d cells, %d env(s))", report_path, len(cells), len(by_env))
     return report_path
 

@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from londi.argtypes import non_negative_int, positive_int
 from londi.errors import ConfigError, LondiError, UnknownChoiceError
 
 logger = logging.getLogger(__name__)
@@ -704,26 +705,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add the ``sweep`` subcommand to an ``argparse`` subparsers object."""
     p = subparsers.add_parser(
@@ -735,9 +716,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("config", metavar="CONFIG", help="sweep config file (JSON)")
     p.add_argument("--out", default=None, help="sweep folder (default runs/sweep__<name>)")
-    p.add_argument("--workers", type=_positive_int, default=2,
+    p.add_argument("--workers", type=positive_int, default=2,
                    help="cells run in parallel processes (default 2; 1 runs them in this process)")
-    p.add_argument("--max-cells", type=_non_negative_int, default=None,
+    p.add_argument("--max-cells", type=non_negative_int, default=None,
                    help="run at most N unfinished cells, then stop (rerun to continue)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are finished")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
