@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field

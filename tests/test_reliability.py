@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from londi.evaluate import Method, evaluate_methods
 from londi.rules import AlwaysQuick, LearnedSwitch

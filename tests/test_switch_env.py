@@ -27,7 +27,6 @@ def test_reward_is_env_reward_minus_cost_and_accounting_adds_up(controlled_pair)
     obs, info = env.reset(seed=5)
     assert obs["features"].shape == env.observation_space["features"].shape
     choices = [DEEPTHINK, QUICK, DEEPTHINK, DEEPTHINK, QUICK] * 20
-    total_q_seconds = 0.0
     for t, a in enumerate(choices):
         obs, r, term, trunc, info = env.step(a)
         assert r == pytest.approx(info["env_reward"] - 0.25 * (a == DEEPTHINK))
