@@ -41,6 +41,11 @@ def register_envs() -> None:
 #: Other env families add a function here that registers their ids (ScienceWorld, TextWorld).
 _FAMILIES: list = []
 
+from londi.envs.scienceworld import register_scienceworld_envs  # noqa: E402 - after _FAMILIES on purpose
+from londi.envs.textworld import register_textworld_envs  # noqa: E402
+
+_FAMILIES += [register_scienceworld_envs, register_textworld_envs]
+
 
 def env_ids() -> list[str]:
     """All registered LONDI env ids, sorted."""

@@ -1,0 +1,246 @@
+"""ScienceWorld env: fidelity (gold paths reach 100), the oracle, splits, bad input, and the JVM
+lifecycle (closed, restarted after a crash, never leaked).
+
+ScienceWorld starts a JVM and takes ~0.1-0.3 s a step, so one env (one JVM) is shared by the
+module and only a few short tasks are replayed; ``scripts/check_scienceworld_gold.py`` replays
+all 30 tasks.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+from londi.agents.expert import OracleExpert
+from londi.envs import env_ids
+from londi.envs.base import decode_text
+from londi.envs.scienceworld import (
+    ID_PREFIX,
+    ScienceWorldTextEnv,
+    parse_simplifications,
+    resolve_task,
+    scienceworld_task_names,
+)
+
+from londi.errors import LondiError, UnknownChoiceError
+
+TASK = "find-non-living-thing"  # 5-9 gold steps, cheap to load
+
+
+def java_children() -> list[int]:
+    """Pids of this process's child processes that run java (zombies included: a leak too)."""
+    me = str(os.getpid())
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        name, rest = stat.rsplit(")", 1)
+        if rest.split()[1] == me and (b"java" in cmd or "java" in name):
+            pids.append(int(entry))
+    return pids
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+@pytest.fixture(scope="module")
+def sw_env():
+    env = gym.make(f"{ID_PREFIX}{TASK}-v0", disable_env_checker=True).unwrapped
+    assert isinstance(env, ScienceWorldTextEnv)
+    yield env
+    env.close()
+    assert wait_for(lambda: not java_children()), "the JVM outlived close()"
+
+
+def play_gold(env: ScienceWorldTextEnv, info: dict) -> tuple[float, dict, bool]:
+    """Replay the episode's gold path; return (sum of rewards, last info, terminated)."""
+    total, terminated = 0.0, False
+    for action in env.gold_path:
+        _, reward, terminated, truncated, info = env.step(action)
+        total += reward
+        if terminated or truncated:
+            break
+    return total, info, terminated
+
+
+# ---------------------------------------------------------------------- no JVM needed
+def test_all_tasks_registered_without_starting_a_jvm():
+    names = scienceworld_task_names()
+    assert len(names) == 30 and "boil" in names and "mendelian-genetics-unknown-plant" in names
+    ids = env_ids()
+    for name in names:
+        assert f"{ID_PREFIX}{name}-v0" in ids
+    before = java_children()
+    env = gym.make(f"{ID_PREFIX}boil-v0")
+    assert env.unwrapped.jvm_pid is None and java_children() == before
+    env.close()
+    env.close()  # closing twice is allowed
+
+
+def test_task_aliases():
+    assert resolve_task("1-1") == "boil"
+    assert resolve_task("boil") == "boil"
+    assert resolve_task("Matter Changes of State (Boiling)") == "boil"
+
+
+def test_bad_input_names_the_choices():
+    with pytest.raises(UnknownChoiceError, match="unknown ScienceWorld task 'boill'.*'boil'"):
+        ScienceWorldTextEnv("boill")
+    with pytest.raises(UnknownChoiceError, match=r"ScienceWorld split \(train, dev, test\) 'validation'") as err:
+        ScienceWorldTextEnv("boil", split="validation")
+    assert err.value.choices == ["dev", "test", "train"]
+    with pytest.raises(UnknownChoiceError, match="simplification 'opendoors'.*'openDoors'"):
+        ScienceWorldTextEnv("boil", simplifications="easy,opendoors")
+    with pytest.raises(ValueError, match="needs electrical actions"):
+        ScienceWorldTextEnv("power-component", simplifications=["noElectricalAction"])
+    with pytest.raises(ValueError, match="max_steps"):
+        ScienceWorldTextEnv("boil", max_steps=0)
+    with pytest.raises(ValueError, match="needs expert=True"):
+        ScienceWorldTextEnv("boil", expert=False, admit_oracle_action=True)
+    assert parse_simplifications(["openDoors", "teleportAction"]) == "openDoors,teleportAction"
+    assert parse_simplifications("") == ""
+
+
+# ---------------------------------------------------------------------- one shared JVM
+def test_gymnasium_check_env(sw_env):
+    check_env(sw_env)
+    assert len(java_children()) == 1  # check_env's own envs closed their JVMs
+
+
+def test_gold_path_reaches_100_and_rewards_are_score_changes(sw_env):
+    obs, info = sw_env.reset(seed=0)
+    assert info["variation"] in sw_env.split_variations("train")
+    text_obs = info["text_obs"]
+    assert decode_text(obs).startswith("Task: " + text_obs.goal)
+    assert "non-living thing" in text_obs.goal
+    assert "This room is called" in text_obs.text and "This room is called" in text_obs.look
+    assert "inventory" in text_obs.inventory.lower()
+    assert "look around" in text_obs.admissible_actions
+    assert text_obs.oracle_action == sw_env.gold_path[0]
+    start_score = info["score"]
+    total, info, terminated = play_gold(sw_env, info)
+    assert terminated and info["success"] and info["score"] == 100
+    assert total == pytest.approx(100 - start_score)
+    assert info["oracle_action"] is None
+
+
+def test_valid_actions_fetched_once_per_step(sw_env, monkeypatch):
+    sw_env.reset(seed=1)
+    raw = sw_env._sw
+    calls = []
+    original = raw.get_valid_action_object_combinations
+    monkeypatch.setattr(raw, "get_valid_action_object_combinations", lambda: calls.append(1) or original())
+    for _ in range(3):
+        _, _, _, _, info = sw_env.step("look around")
+        text_obs = info["text_obs"]
+        assert len(text_obs.admissible_actions) > 10 and text_obs.admissible_actions == sw_env.text_observation.admissible_actions
+    assert len(calls) == 3
+
+
+def test_oracle_follows_gold_then_none_after_deviation(sw_env):
+    _, info = sw_env.reset(seed=2)
+    gold = sw_env.gold_path
+    _, _, _, _, info = sw_env.step(gold[0])
+    assert info["oracle_action"] == gold[1] and info["text_obs"].history[-1][1] == gold[0]
+    off_path = "inventory" if gold[1] != "inventory" else "look around"
+    _, _, _, _, info = sw_env.step(off_path)
+    assert info["oracle_action"] is None and info["text_obs"].oracle_action is None
+    _, _, _, _, info = sw_env.step(gold[1])  # back on the plan's next action: still no oracle
+    assert info["oracle_action"] is None
+
+
+def test_oracle_expert_plays_when_the_gold_action_is_admitted(sw_env):
+    _, info = sw_env.reset(seed=3)
+    # Without admit_oracle_action the gold action is often missing from the simulator's list.
+    missing = [a for a in sw_env.gold_path if a not in info["text_obs"].admissible_actions][:1]
+    if missing and info["oracle_action"] == missing[0]:
+        with pytest.raises(LondiError, match="not admissible"):
+            OracleExpert().act(info["text_obs"])
+    sw_env.admit_oracle_action = True
+    try:
+        _, info = sw_env.reset(seed=3)
+        expert, terminated = OracleExpert(), False
+        for _ in range(sw_env.max_steps):
+            _, _, terminated, truncated, info = sw_env.step(expert.act(info["text_obs"]).action)
+            if terminated or truncated:
+                break
+        assert terminated and info["score"] == 100
+    finally:
+        sw_env.admit_oracle_action = False
+
+
+def test_splits_and_variation_option(sw_env):
+    train, dev, test = (set(sw_env.split_variations(s)) for s in ("train", "dev", "test"))
+    assert train and dev and test and not (train & dev) and not (train & test) and not (dev & test)
+    seen = {sw_env.reset(seed=s)[1]["variation"] for s in range(6)}
+    assert seen <= train and len(seen) > 1
+    with pytest.raises(ValueError, match="not in the 'train' split"):
+        sw_env.reset(options={"variation": min(dev)})
+    with pytest.raises(UnknownChoiceError, match="variation"):
+        sw_env.reset(options={"variaton": 0})
+    _, info = sw_env.reset(options={"variation": min(train)})
+    assert info["variation"] == min(train) and info["split"] == "train"
+
+
+def test_truncation_and_int_actions(sw_env):
+    sw_env.max_steps = 3
+    try:
+        sw_env.reset(seed=4)
+        index = sw_env.text_observation.admissible_actions.index("look around")
+        results = [sw_env.step(index)[2:4] for _ in range(3)]
+        assert results == [(False, False), (False, False), (False, True)]
+        with pytest.raises(ValueError, match="index"):
+            sw_env.step(10**6)
+    finally:
+        sw_env.max_steps = 100
+
+
+def test_jvm_crash_truncates_restarts_and_close_leaks_nothing(sw_env):
+    # Last of the shared-env tests: it restarts the JVM once and leaves it closed.
+    sw_env.reset(seed=5)
+    pid = sw_env.jvm_pid
+    assert java_children() == [pid]
+    os.kill(pid, signal.SIGKILL)
+    obs, reward, terminated, truncated, info = sw_env.step("look around")
+    assert info["env_crashed"] and truncated and not terminated and reward == 0.0
+    assert decode_text(obs)  # the last observation, still inside the space
+    assert wait_for(lambda: not java_children()), "the dead JVM was not reaped"
+    with pytest.raises(RuntimeError, match="reset"):
+        sw_env.step("look around")
+    _, info = sw_env.reset(seed=5)  # a fresh JVM
+    assert not info["env_crashed"] and info["text_obs"].step == 0 and sw_env.crash_count >= 1
+    assert sw_env.jvm_pid != pid and java_children() == [sw_env.jvm_pid]
+    sw_env.close()
+    assert sw_env.jvm_pid is None and wait_for(lambda: not java_children()), "the JVM outlived close()"
+    sw_env.close()  # closing twice is allowed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["lifespan-longest-lived", "power-component"])
+def test_gold_path_other_tasks(task):
+    before = java_children()
+    env = ScienceWorldTextEnv(task, split="dev")
+    try:
+        _, info = env.reset(seed=0)
+        assert info["variation"] in env.split_variations("dev")
+        _, info, terminated = play_gold(env, info)
+        assert terminated and info["score"] == 100 and info["success"]
+    finally:
+        env.close()
+    assert wait_for(lambda: java_children() == before)
