@@ -2,5 +2,6 @@
 (oracles), in-project language models and the Hugging Face / HTTP backends."""
 from londi.agents.base import Decision, TextPolicy
 from londi.agents.expert import OracleExpert
+from londi.agents.lm import SHIPPED_MODELS, HFPolicy, load_policy, shipped_models_dir  # noqa: F401 - public API
 
 __all__ = ["Decision", "OracleExpert", "TextPolicy"]

@@ -1,0 +1,339 @@
+"""Tests of the LM text policy (londi.agents.lm) and the shipped QUICK/DEEPTHINK pair."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from londi.agents.lm import (
+    CHECKSUM_FILE,
+    SHIPPED_MODELS,
+    HFPolicy,
+    load_policy,
+    shipped_model_path,
+    shipped_models_dir,
+    verify_checksums,
+    write_checksums,
+)
+from londi.envs import DEFAULT_ENV_ID, make_env
+from londi.envs.base import TextObservation
+from londi.errors import LondiError, UnknownChoiceError
+
+ROOT = Path(__file__).resolve().parents[1]
+ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle")
+
+
+def _observations(n_steps: int = 4, seed: int = 3) -> list[TextObservation]:
+    """A few real BabyAI-Text observations (the expert drives, so the history fills up)."""
+    env = make_env(DEFAULT_ENV_ID)
+    _, info = env.reset(seed=seed)
+    out = [info["text_obs"]]
+    for _ in range(n_steps - 1):
+        action = out[-1].oracle_action or "turn left"
+        _, _, term, trunc, info = env.step(action)
+        if term or trunc:
+            break
+        out.append(info["text_obs"])
+    env.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def observations() -> list[TextObservation]:
+    return _observations()
+
+
+@pytest.fixture(scope="module")
+def quick() -> HFPolicy:
+    return load_policy("quick", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def deepthink() -> HFPolicy:
+    return load_policy("deepthink", device="cpu")
+
+
+def _word_tokenizer(words: list[str]):
+    """A plain word-level tokenizer (actions are several tokens), for random test models."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<eos>"] + sorted(set(words)))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
+
+
+def _vocab(obs_list: list[TextObservation]) -> list[str]:
+    from londi.agents.prompt import build_prompt
+
+    words: set[str] = set()
+    for o in obs_list:
+        words.update(build_prompt(o).replace(":", " : ").replace(",", " , ").replace(".", " . ").split())
+    for a in ACTIONS:
+        words.update(a.split())
+    return sorted(words)
+
+
+@pytest.fixture(scope="module")
+def random_causal_dir(tmp_path_factory, observations) -> Path:
+    """A randomly initialised tiny GPT-2 with multi-token actions, saved with save_pretrained."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = _word_tokenizer(_vocab(observations))
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=512,
+                                       bos_token_id=2, eos_token_id=2, pad_token_id=0))
+    path = tmp_path_factory.mktemp("gpt2")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def random_seq2seq_dir(tmp_path_factory, observations) -> Path:
+    """A randomly initialised tiny T5 (encoder-decoder), saved with save_pretrained."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tok = _word_tokenizer(_vocab(observations))
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1,
+                      num_heads=2, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)
+    path = tmp_path_factory.mktemp("t5")
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+# ------------------------------------------------------------------------------ shipped pair
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_shipped_checkpoint_loads_with_auto_classes(name):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = shipped_model_path(name)
+    assert path.parent == shipped_models_dir()
+    assert verify_checksums(path), f"{path} has no {CHECKSUM_FILE}"
+    for f in path.iterdir():
+        assert f.is_file(), "checkpoint folders must be flat (package_data models/*/*)"
+        assert f.stat().st_size < 25 * 2**20, f"{f} is over 25 MB"
+    assert (path / "MODEL_CARD.md").is_file()
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    # Every action is one token of the shipped tokenizer, in the context the policy scores it in.
+    for a in ACTIONS:
+        assert len(tok(" " + a, add_special_tokens=False)["input_ids"]) == 1
+    assert model.num_parameters() > 0
+    settings = json.loads((path / "londi_policy.json").read_text())
+    assert settings["history_length"] >= 0
+
+
+def test_deepthink_is_bigger_and_sees_more(quick, deepthink, observations):
+    obs = observations[-1]
+    dq, dd = quick.act(obs), deepthink.act(obs)
+    assert deepthink.n_parameters > 10 * quick.n_parameters
+    assert dd.record.input_tokens > dq.record.input_tokens  # DEEPTHINK reads the history too
+    assert dd.record.flops > 10 * dq.record.flops
+
+
+@pytest.mark.parametrize("which", ["quick", "deepthink"])
+def test_decision_is_a_distribution_over_admissible_actions(which, request, observations):
+    policy = request.getfixturevalue(which)
+    for obs in observations:
+        d = policy.act(obs)
+        assert d.action in obs.admissible_actions
+        assert d.probs is not None and d.probs.shape == (len(obs.admissible_actions),)
+        assert np.all(d.probs >= 0) and abs(float(d.probs.sum()) - 1.0) < 1e-9
+        assert d.probs[obs.admissible_actions.index(d.action)] > 0
+        assert d.hidden is not None and d.hidden.shape == (policy.hidden_size,) and np.all(np.isfinite(d.hidden))
+        rec = d.record
+        assert rec.model == which and rec.device == "cpu"
+        assert rec.device_seconds > 0 and rec.wall_seconds > 0
+        assert rec.input_tokens > 0 and rec.output_tokens == len(obs.admissible_actions)
+        assert rec.flops == pytest.approx(2.0 * policy.n_parameters * rec.input_tokens)
+        assert rec.error is None and not rec.cache_hit
+
+
+@pytest.mark.parametrize("which", SHIPPED_MODELS)
+def test_greedy_option_and_saved_decoding(which, observations):
+    """The shipped models sample at their saved temperature; ``sample=False`` takes the argmax."""
+    settings = json.loads((shipped_model_path(which) / "londi_policy.json").read_text())
+    policy = load_policy(which)
+    assert policy.sample == settings["sample"] and policy.temperature == settings["temperature"]
+    greedy = load_policy(which, sample=False)
+    for obs in observations:
+        d = greedy.act(obs)
+        assert d.action == obs.admissible_actions[int(np.argmax(d.probs))]
+        scores, _, _ = greedy.score(obs)
+        expected = np.exp((scores - scores.max()) / greedy.temperature)
+        np.testing.assert_allclose(d.probs, expected / expected.sum(), rtol=1e-9)
+
+
+def test_scores_follow_the_admissible_order(quick, observations):
+    obs = observations[0]
+    reordered = TextObservation(goal=obs.goal, text=obs.text, admissible_actions=tuple(reversed(obs.admissible_actions)),
+                                history=obs.history, inventory=obs.inventory, step=obs.step)
+    a, b = quick.act(obs), quick.act(reordered)
+    np.testing.assert_allclose(a.probs, b.probs[::-1], rtol=1e-6)
+    sub = TextObservation(goal=obs.goal, text=obs.text, admissible_actions=("turn left", "turn right"))
+    d = quick.act(sub)
+    assert d.action in sub.admissible_actions and d.probs.shape == (2,)
+
+
+def test_sampling_is_seeded_and_temperature_flattens(observations):
+    a = load_policy("quick", sample=True, seed=7)
+    b = load_policy("quick", sample=True, seed=7)
+    obs = observations[0]
+    assert [a.act(obs).action for _ in range(20)] == [b.act(obs).action for _ in range(20)]
+    hot = load_policy("quick", temperature=5.0)
+    cold = load_policy("quick", temperature=0.5)
+    assert hot.act(obs).entropy > cold.act(obs).entropy
+
+
+# ------------------------------------------------------------------------------ any checkpoint
+def test_multi_token_actions_kv_cache_matches_full_forward(random_causal_dir, observations):
+    cached = HFPolicy(random_causal_dir, device="cpu", history_length=2)
+    full = HFPolicy(random_causal_dir, device="cpu", history_length=2, use_kv_cache=False, action_batch_size=4)
+    assert len(cached._action_ids("turn left")) == 2
+    for obs in observations:
+        s1, h1, c1 = cached.score(obs)
+        s2, h2, c2 = full.score(obs)
+        np.testing.assert_allclose(s1, s2, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(h1, h2, rtol=1e-4, atol=1e-5)
+        d = cached.act(obs)
+        assert d.action in obs.admissible_actions and abs(d.probs.sum() - 1) < 1e-9
+        # The extra forward for the second tokens is counted in the FLOPs.
+        assert d.record.flops > 2.0 * cached.n_parameters * d.record.input_tokens
+
+
+def test_scores_equal_the_summed_token_log_probabilities(random_causal_dir, observations):
+    import torch
+
+    policy = HFPolicy(random_causal_dir, device="cpu", history_length=1)
+    obs = observations[-1]
+    scores, _, _ = policy.score(obs)
+    prompt = policy._prompt_ids(policy.prompt(obs))
+    for i, action in enumerate(obs.admissible_actions):
+        cont = policy._action_ids(action)
+        ids = torch.tensor([prompt + cont])
+        with torch.inference_mode():
+            logp = torch.log_softmax(policy.model(input_ids=ids).logits[0].double(), -1)
+        expected = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(cont))
+        assert scores[i] == pytest.approx(expected, abs=1e-4)
+
+
+def test_seq2seq_checkpoint(random_seq2seq_dir, observations):
+    policy = HFPolicy(random_seq2seq_dir, device="cpu")
+    assert policy.is_seq2seq
+    for obs in observations[:2]:
+        d = policy.act(obs)
+        assert d.action in obs.admissible_actions
+        assert abs(float(d.probs.sum()) - 1.0) < 1e-9
+        assert d.hidden.shape == (policy.hidden_size,)
+        assert d.record.flops > 0 and d.record.output_tokens >= len(obs.admissible_actions)
+
+
+# ------------------------------------------------------------------------------ errors
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(UnknownChoiceError, match="quick.*deepthink|deepthink.*quick"):
+        load_policy("gpt-4o")
+    with pytest.raises(UnknownChoiceError, match="did you mean 'deepthink'"):
+        load_policy("deepthonk")
+
+
+def test_missing_or_broken_folders(tmp_path, random_causal_dir):
+    with pytest.raises(LondiError, match="no checkpoint folder"):
+        load_policy(str(tmp_path / "nowhere"))
+    with pytest.raises(LondiError, match="config.json"):
+        HFPolicy(tmp_path, device="cpu")
+    broken = tmp_path / "broken"
+    shutil.copytree(random_causal_dir, broken)
+    (broken / "config.json").write_text("{ not json")
+    with pytest.raises(LondiError, match="corrupt"):
+        HFPolicy(broken, device="cpu")
+
+
+def test_checksum_mismatch_is_reported(tmp_path):
+    copy = tmp_path / "quick"
+    shutil.copytree(shipped_model_path("quick"), copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(LondiError, match="checksum"):
+        load_policy(str(copy))
+    write_checksums(copy)  # re-signed: loads again (the flipped byte is inside a float)
+    assert verify_checksums(copy)
+
+
+def test_bad_arguments_name_valid_choices(random_causal_dir):
+    with pytest.raises(ValueError, match="auto"):
+        HFPolicy(random_causal_dir, device="tpu")
+    with pytest.raises(UnknownChoiceError, match="float32"):
+        HFPolicy(random_causal_dir, device="cpu", dtype="float8")
+    with pytest.raises(ValueError):
+        HFPolicy(random_causal_dir, device="cpu", temperature=0.0)
+    with pytest.raises(ValueError):
+        HFPolicy(random_causal_dir, device="cpu", history_length=-1)
+
+
+def test_no_admissible_actions(quick):
+    with pytest.raises(LondiError, match="no admissible actions"):
+        quick.act(TextObservation(goal="go to the red ball", text="You see a wall 1 step forward", admissible_actions=()))
+
+
+# ------------------------------------------------------------------------------ training pipeline
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tokenizer_keeps_actions_and_phrases_whole():
+    train = _load_script("train_lms")
+    tok = train.build_tokenizer([])
+    pieces = tok.convert_ids_to_tokens(
+        tok("Goal of the agent: go to the red ball\nObservation: You see a red ball 1 step left and 2 steps forward\n"
+            "Action: turn left\nAction:")["input_ids"]
+    )
+    assert "go to the red ball" in pieces and "1 step left and 2 steps forward" in pieces and "turn left" in pieces
+    assert "<unk>" not in pieces
+
+
+@pytest.mark.slow
+def test_small_training_run_beats_random(tmp_path):
+    """``train_lms.py --small``: the whole pipeline (expert demos, a DAgger round, saving) in
+    about a minute; the model it saves, loaded through HFPolicy, beats a uniformly random policy
+    both at imitating the expert (oracle) and at reaching the goal."""
+    import torch
+
+    train = _load_script("train_lms")
+    bench = _load_script("bench_lms")
+    threads = torch.get_num_threads()
+    try:
+        assert train.main(["--small", "--models", "deepthink", "--out", str(tmp_path), "--eval-episodes", "0"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    folder = tmp_path / "deepthink"
+    assert verify_checksums(folder) and (folder / "londi_policy.json").is_file()
+    seeds = range(bench.HELDOUT_SEED_START, bench.HELDOUT_SEED_START + 60)
+
+    # Per-step agreement with the expert on held-out expert states (random: 1/6).
+    envs = train._make_envs(8)
+    states, _, _ = train.collect(envs, seeds)
+    greedy = HFPolicy(folder, device="cpu", sample=False)
+    agree = np.mean([greedy.act(s.obs).action == s.label for s in states])
+    assert agree > 1 / 6 + 0.3, agree
+
+    # Success over whole episodes, the model's own (sampled) decoding against random moves.
+    trained = bench.evaluate_policy(HFPolicy(folder, device="cpu"), seeds, progress=False)
+    rand = bench.evaluate_policy(bench.RandomPolicy(seed=0), seeds, progress=False)
+    assert trained.success_rate > rand.success_rate + 0.05, (trained.success_rate, rand.success_rate)
