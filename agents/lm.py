@@ -327,11 +327,19 @@ class HFPolicy(TextPolicy):
         # transformers renamed ``torch_dtype`` to ``dtype`` in 4.56.
         major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
         dtype_kw = {"dtype": torch_dtype} if (major, minor) >= (4, 56) else {"torch_dtype": torch_dtype}
+        from transformers.utils import logging as hf_logging
+
+        # A per-checkpoint "Loading weights" bar is noise in an agent loop; our own bars stay.
+        bars_were_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
             self.model = auto.from_pretrained(folder, config=config, **dtype_kw, **kw)
         except Exception as exc:
             raise LondiError(f"checkpoint {folder} is corrupt or unreadable: {type(exc).__name__}: {exc}") from None
+        finally:
+            if bars_were_on:
+                hf_logging.enable_progress_bar()
         self.model.to(self.device)
         self.model.eval()
         self.dtype = torch_dtype

@@ -436,6 +436,22 @@ class Learner:
         self._obj_of = torch.tensor(obj_of, device=device)
         self._is_goal = torch.tensor(is_goal, device=device)
 
+    @classmethod
+    def from_checkpoint(cls, spec: ModelSpec, folder: Path, seed: int, device: str = "cpu") -> "Learner":
+        """A learner that continues training the checkpoint in ``folder`` (same architecture)."""
+        from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+        if not (folder / "config.json").is_file():
+            raise SystemExit(f"--init-from: {folder} is not a checkpoint folder (no config.json)")
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        got = (model.config.hidden_size, model.config.num_hidden_layers, model.config.intermediate_size)
+        want = (spec.hidden_size, spec.num_layers, spec.intermediate_size)
+        if got != want:
+            raise SystemExit(f"--init-from: {folder} has (hidden, layers, ffn) {got}, the spec asks for {want}")
+        learner = cls(spec, PreTrainedTokenizerFast.from_pretrained(folder), seed, device=device)
+        learner.model = model.to(device)
+        return learner
+
     def prompt(self, obs) -> str:
         return self._build_prompt(obs, history_length=self.spec.history_length, list_actions=self.spec.list_actions)
 
@@ -614,13 +630,26 @@ class Learner:
 
 
 def train_model(
-    spec: ModelSpec, *, seed: int, out_dir: Path, threads: int, n_envs: int = 32, device: str = "cpu"
+    spec: ModelSpec,
+    *,
+    seed: int,
+    out_dir: Path,
+    threads: int,
+    n_envs: int = 32,
+    device: str = "cpu",
+    init_from: Path | None = None,
 ) -> dict:
-    """Collect data, train with DAgger and save ``spec`` under ``out_dir/spec.name``. Returns a log."""
+    """Collect data, train with DAgger and save ``spec`` under ``out_dir/spec.name``. Returns a log.
+
+    ``init_from``: a checkpoint folder of the same architecture (weights and tokenizer) to continue
+    training from instead of starting from random weights: a fine-tuning run, usually with more
+    DAgger rounds at a lower ``dagger_beta`` (``--set``) and another ``--seed`` (fresh episodes).
+    """
     from londi.envs import DEFAULT_ENV_ID
 
     rng = np.random.default_rng(seed)
-    log: dict = {"spec": asdict(spec), "seed": seed, "threads": threads, "device": device, "phases": []}
+    log: dict = {"spec": asdict(spec), "seed": seed, "threads": threads, "device": device, "phases": [],
+                 "init_from": str(init_from) if init_from else None}
     t_start = time.time()
     envs = _make_envs(n_envs)
     # Seeds: disjoint blocks per model and phase, all >= TRAIN_SEED_START.
@@ -628,10 +657,13 @@ def train_model(
     demo_seeds = range(base, base + spec.demo_episodes)
     samples, succ, n = collect(envs, demo_seeds, desc=f"{spec.name}: expert demos")
     logger.info("%s: %d expert episodes, %d states, expert success %.3f", spec.name, n, len(samples), succ / n)
-    tokenizer = build_tokenizer([_prompt_text(s.obs, spec) for s in samples])
-    learner = Learner(spec, tokenizer, seed, device=device)
+    if init_from is None:
+        tokenizer = build_tokenizer([_prompt_text(s.obs, spec) for s in samples])
+        learner = Learner(spec, tokenizer, seed, device=device)
+    else:
+        learner = Learner.from_checkpoint(spec, Path(init_from), seed, device=device)
     learner.add(samples)
-    loss = learner.train(spec.epochs_demo, rng, desc=f"{spec.name}: train on demos")
+    loss = learner.train(spec.epochs_demo, rng, desc=f"{spec.name}: train on demos") if spec.epochs_demo > 0 else float("nan")
     log["phases"].append({"phase": "demos", "episodes": n, "states": len(samples), "expert_success": succ / n,
                           "loss": loss, "elapsed_s": time.time() - t_start})
     logger.info("%s: demos: %d states, loss %.3f (%.0f s)", spec.name, len(learner.ids), loss, time.time() - t_start)
@@ -708,7 +740,7 @@ Training command: `{command}`
 
 {mine.episodes} held-out episodes (seeds {HELDOUT_SEED_START:,} to {HELDOUT_SEED_START + mine.episodes - 1:,}, never used in
 training), the model in control at every step, through `londi.agents.lm.HFPolicy` on the CPU with
-{eval_threads} torch thread(s) (device-seconds = process CPU time per call). Measured 2026-11-23 on a
+{eval_threads} torch thread(s) (device-seconds = process CPU time per call). Measured {time.strftime("%Y-%m-%d")} on a
 2-core CPU container, both models in the same process:
 
 {markdown_table(results)}
@@ -730,6 +762,32 @@ def len_vocab(log: dict) -> int:
 
 
 # ------------------------------------------------------------------------------ main
+def apply_overrides(specs: dict[str, ModelSpec], overrides: list[str], parser: argparse.ArgumentParser) -> dict:
+    """``MODEL.FIELD=VALUE`` strings applied to copies of ``specs`` (values parsed by the field's type)."""
+    from dataclasses import fields
+
+    types = {f.name: f.type for f in fields(ModelSpec)}
+    out = dict(specs)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        model, dot, field_name = key.partition(".")
+        if not sep or not dot or model not in out or field_name not in types or field_name == "name":
+            parser.error(f"--set {item!r}: expected MODEL.FIELD=VALUE with MODEL in {sorted(out)} and FIELD a ModelSpec field")
+        kind = types[field_name] if isinstance(types[field_name], str) else types[field_name].__name__
+        try:
+            parsed = {"int": int, "float": float, "str": str}.get(kind, None)
+            if kind == "bool":
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                parsed_value = value.lower() in ("true", "1")
+            else:
+                parsed_value = parsed(value)
+            out[model] = replace(out[model], **{field_name: parsed_value})
+        except (TypeError, ValueError) as exc:
+            parser.error(f"--set {item!r}: {exc}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the shipped QUICK/DEEPTHINK LM pair (behaviour cloning + DAgger).")
     parser.add_argument("--models", nargs="+", default=["quick", "deepthink"], choices=sorted(SPECS),
@@ -745,6 +803,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="where to train: cpu, cuda or cuda:N (evaluation is on the CPU)")
     parser.add_argument("--envs", type=int, default=32, help="environments played in parallel while collecting")
     parser.add_argument("--log-json", default=None, help="also write the training and evaluation log here")
+    parser.add_argument("--init-from", default=None,
+                        help="continue training the checkpoints in this folder (DIR/<model>) instead of from scratch")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                        help="override a ModelSpec field, e.g. --set deepthink.dagger_rounds=3 (repeatable)")
     args = parser.parse_args(argv)
     if args.threads <= 0 or args.eval_threads <= 0 or args.envs <= 0 or args.eval_episodes < 0:
         parser.error("--threads, --eval-threads and --envs must be positive; --eval-episodes >= 0")
@@ -757,13 +819,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out) if args.out else shipped_models_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    specs = SMALL if args.small else SPECS
+    specs = apply_overrides(SMALL if args.small else SPECS, args.overrides, parser)
     command = "python scripts/train_lms.py " + " ".join(argv if argv is not None else sys.argv[1:])
     logs: dict[str, dict] = {}
     t0 = time.time()
     for name in args.models:
+        init_from = Path(args.init_from) / name if args.init_from else None
         logs[name] = train_model(specs[name], seed=args.seed, out_dir=out_dir, threads=args.threads,
-                                 n_envs=args.envs, device=args.device)
+                                 n_envs=args.envs, device=args.device, init_from=init_from)
         logger.info("%s: trained in %.0f s", name, logs[name]["train_seconds"])
     results: list[EvalResult] = []
     if args.eval_episodes:

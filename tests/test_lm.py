@@ -337,3 +337,18 @@ def test_small_training_run_beats_random(tmp_path):
     trained = bench.evaluate_policy(HFPolicy(folder, device="cpu"), seeds, progress=False)
     rand = bench.evaluate_policy(bench.RandomPolicy(seed=0), seeds, progress=False)
     assert trained.success_rate > rand.success_rate + 0.05, (trained.success_rate, rand.success_rate)
+
+
+def test_spec_overrides_are_typed_and_checked():
+    import argparse
+
+    train = _load_script("train_lms")
+    parser = argparse.ArgumentParser()
+    specs = train.apply_overrides(train.SPECS, ["deepthink.dagger_rounds=5", "deepthink.lr=3e-4",
+                                                "quick.sample=false"], parser)
+    assert specs["deepthink"].dagger_rounds == 5 and specs["deepthink"].lr == 3e-4 and specs["quick"].sample is False
+    assert train.SPECS["deepthink"].dagger_rounds != 5  # the shipped specs are not modified
+    for bad in ("deepthink.no_such_field=1", "deepthink.dagger_rounds=two", "nomodel.lr=1", "deepthink.lr",
+                "quick.sample=maybe"):
+        with pytest.raises(SystemExit):
+            train.apply_overrides(train.SPECS, [bad], parser)
