@@ -312,7 +312,6 @@ class HFPolicy(TextPolicy):
 
     # ------------------------------------------------------------------ loading
     def _load(self, folder: Path, dtype: str, trust_remote_code: bool) -> None:
-        import torch
         import transformers
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 

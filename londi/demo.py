@@ -19,9 +19,6 @@ logger = logging.getLogger(__name__)
 #: The demo's switch: a per-call cost and a training length that fit the 10-minute budget.
 DEMO_COST = 0.01
 DEMO_STEPS = 8000
-#: Discount of the switch's returns: an episode runs ~25 steps, and a DEEPTHINK call early on pays
-#: off only at the goal, so the horizon must reach it (0.95**25 is 0.28, 0.99**25 is 0.78).
-DEMO_GAMMA = 0.99
 DEMO_EPISODES = 200
 
 
@@ -76,7 +73,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     quick, deepthink = load_policy("quick"), load_policy("deepthink")
-    config = TrainConfig(env=env_id, cost=cost, steps=steps, seed=seed, gamma=DEMO_GAMMA).validate()
+    config = TrainConfig(env=env_id, cost=cost, steps=steps, seed=seed).validate()
     model = train_switch(config, out / "switch", quick=quick, deepthink=deepthink, progress=progress)
     train_seconds = time.perf_counter() - t0
     methods = {

@@ -139,7 +139,7 @@ def evaluate_methods(
                                env_kwargs=env_kwargs)
         faults = {"policy_errors": 0, "env_errors": 0, "invalid_actions": 0, "masked_overrides": 0}
 
-        def count_faults(_i: int, _stats: EpisodeStats, info: dict[str, Any]) -> None:
+        def count_faults(_i: int, _stats: EpisodeStats, info: dict[str, Any], faults: dict[str, int] = faults) -> None:
             for key in faults:
                 faults[key] += getattr(info["accounting"], key)
 
