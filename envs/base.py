@@ -61,3 +61,16 @@ def decode_text(array: np.ndarray) -> str:
     """Inverse of :func:`encode_text`."""
     raw = np.asarray(array, dtype=np.uint8).tobytes()
     return raw.rstrip(b"\x00").decode("utf-8", errors="ignore")
+
+
+def resolve_action(action: str | int, admissible: tuple[str, ...] | list[str]) -> str:
+    """A command string as is, or an index into ``admissible`` turned into its command.
+
+    Raises:
+        ValueError: an index out of range or a value that is neither.
+    """
+    if isinstance(action, str):
+        return action
+    if not isinstance(action, (int, np.integer)) or not 0 <= int(action) < len(admissible):
+        raise ValueError(f"action must be a command string or an index in [0, {len(admissible)}), got {action!r}")
+    return admissible[int(action)]

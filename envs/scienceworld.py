@@ -83,7 +83,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from londi.envs.base import TEXT_BYTES, TextObservation, encode_text, text_space
+from londi.envs.base import TEXT_BYTES, TextObservation, encode_text, resolve_action, text_space
 
 from londi.errors import UnknownChoiceError, check_choice
 
@@ -414,13 +414,7 @@ class ScienceWorldTextEnv(gym.Env):
     def step(self, action: str | int):
         if self._needs_reset or self._text_obs is None:
             raise RuntimeError("call reset() before step() (after close() or a crash too)")
-        if not isinstance(action, str):
-            acts = self._text_obs.admissible_actions
-            if not isinstance(action, (int, np.integer)) or not 0 <= int(action) < len(acts):
-                raise ValueError(
-                    f"action must be a command string or an index in [0, {len(acts)}), got {action!r}"
-                )
-            action = acts[int(action)]
+        action = resolve_action(action, self._text_obs.admissible_actions)
         prev = self._text_obs
         try:
             obs_text, reward, done, info = self._sw.step(action)

@@ -67,7 +67,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from londi.envs.base import TEXT_BYTES, TextObservation, encode_text, text_space
+from londi.envs.base import TEXT_BYTES, TextObservation, encode_text, resolve_action, text_space
 
 from londi.errors import ConfigError, LondiError, UnknownChoiceError, check_choice
 
@@ -427,13 +427,7 @@ class TextWorldTextEnv(gym.Env):
     def step(self, action: str | int):
         if self._text_obs is None or self._env is None:
             raise RuntimeError("call reset() before step()")
-        if not isinstance(action, str):
-            acts = self._text_obs.admissible_actions
-            if not isinstance(action, (int, np.integer)) or not 0 <= int(action) < len(acts):
-                raise ValueError(
-                    f"action must be a command string or an index in [0, {len(acts)}), got {action!r}"
-                )
-            action = acts[int(action)]
+        action = resolve_action(action, self._text_obs.admissible_actions)
         prev_text = self._text_obs.text
         self._state, score, done = self._env.step(sanitize_command(action))
         # TextWorld reports the cumulative score; the reward is its change.
