@@ -45,6 +45,13 @@ class Decision:
         return float(top[1] - top[0])
 
 
+def seed_policy(policy: object, seed: int | None) -> None:
+    """Call ``policy.set_seed(seed)`` if it has one (user policies need not subclass TextPolicy)."""
+    set_seed = getattr(policy, "set_seed", None)
+    if callable(set_seed):
+        set_seed(seed)
+
+
 class TextPolicy(abc.ABC):
     """A policy over text actions. Stateless between calls except through :meth:`reset`.
 
@@ -57,6 +64,9 @@ class TextPolicy(abc.ABC):
 
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Called at the start of each episode."""
+
+    def set_seed(self, seed: int | None) -> None:  # noqa: B027 - optional hook
+        """Reseed any randomness in the policy's choices (sampling policies override this)."""
 
     @abc.abstractmethod
     def act(self, obs: TextObservation) -> Decision:

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from londi.agents.base import Decision, TextPolicy
+from londi.agents.base import Decision, TextPolicy, seed_policy
 from londi.envs.base import TextObservation
 from londi.errors import LondiError
 from londi.meter import CallRecord
@@ -280,6 +280,9 @@ class CachedPolicy(TextPolicy):
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
         self.policy.reset()
+
+    def set_seed(self, seed: int | None) -> None:
+        seed_policy(self.policy, seed)
 
     def close(self) -> None:
         """Close the file and the wrapped policy."""

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from londi.agents.base import Decision, TextPolicy
+from londi.agents.base import Decision, TextPolicy, seed_policy
 from londi.envs.base import TextObservation
 from londi.meter import CallRecord
 
@@ -271,6 +271,10 @@ class FallbackPolicy(TextPolicy):
         self.last_error, self.last_fallback, self.last_records = None, False, ()
         self.primary.reset()
         self.fallback.reset()
+
+    def set_seed(self, seed: int | None) -> None:
+        seed_policy(self.primary, seed)
+        seed_policy(self.fallback, seed)
 
     def close(self) -> None:
         """Close both policies (a primary call still running on its thread is abandoned)."""

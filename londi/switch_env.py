@@ -41,7 +41,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from londi.agents.base import Decision, TextPolicy
+from londi.agents.base import Decision, TextPolicy, seed_policy
 from londi.envs.base import TextObservation
 from londi.features import CONTEXT_DIM, FeatureEncoder, SwitchContext, make_features
 from londi.meter import CallRecord, device_timer
@@ -325,6 +325,11 @@ class SwitchEnv(gym.Env):
         super().reset(seed=seed)
         _, base_info = self.env.reset(seed=seed, options=options)
         self.begin_episode()
+        if seed is not None:
+            # A seeded episode samples the same LM actions whatever ran before it in this process,
+            # so every method meets the same draws and a sweep cell repeats exactly.
+            for i, policy in enumerate((self.quick, self.deepthink)):
+                seed_policy(policy, int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0]))
         obs = self._observe(base_info)
         return obs, self._info({"text_obs": self._text_obs, "oracle_action": self._text_obs.oracle_action})
 

@@ -63,6 +63,24 @@ def test_same_seed_same_evaluation_numbers(controlled_pair, tmp_path):
         assert th.equal(p1, p2)
 
 
+def test_sampling_lms_give_the_same_numbers_whatever_ran_before():
+    """The shipped QUICK samples its actions; a seeded episode reseeds it, so an evaluation in a
+    process that has already used the model (an earlier sweep cell) repeats exactly."""
+    from londi.agents.lm import load_policy
+
+    quick = load_policy("quick")
+    assert quick.sample
+
+    def numbers():
+        res = evaluate_methods({"q": Method(AlwaysQuick(), quick, quick)}, episodes=6, seed=3, progress=False)
+        m = res["methods"]["q"]
+        return m["success"], m["return"], m["steps"]
+
+    first = numbers()
+    evaluate_methods({"q": Method(AlwaysQuick(), quick, quick)}, episodes=3, seed=8, progress=False)  # moves its RNG
+    assert numbers() == first
+
+
 def test_a_raising_policy_and_a_raising_env_do_not_stop_evaluation(controlled_pair):
     quick, deep = controlled_pair
 
