@@ -24,7 +24,7 @@ logger = logging.getLogger("londi")
 CORE_METHODS = ("expert", "always-quick", "always-deepthink", "londi")
 
 #: Modules that add their own subcommands through ``register(subparsers)``.
-PLUGIN_COMMANDS = ("londi.serve", "londi.report", "londi.sweep")
+PLUGIN_COMMANDS = ("londi.serve",)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -167,6 +167,81 @@ def _add_lm_args(p: argparse.ArgumentParser) -> None:
                         "`londi serve`) (default chat)")
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from londi.sweep import cell_dir, is_finished, load_config, run_sweep
+
+    config = load_config(args.config)
+    out = Path(args.out) if args.out else Path("runs") / f"sweep__{config.name}"
+    if args.dry_run:
+        for cell in config.cells:
+            status = "finished" if is_finished(cell_dir(out, cell)) else "to run"
+            print(f"{cell.name:<60} {status}")
+        print(f"{len(config.cells)} cells; output folder {out}")
+        return 0
+    summary = run_sweep(config, out, workers=args.workers, max_cells=args.max_cells, progress=not args.no_progress,
+                        report=False if args.no_report else None)
+    print(f"sweep {config.name}: {summary.total} cells, {len(summary.skipped)} already finished, "
+          f"{len(summary.ran)} run now, {len(summary.failed)} failed, {len(summary.remaining)} left; folder {out}")
+    if summary.report is not None:
+        print(f"report: {summary.report}")
+    for name, error in summary.failed.items():
+        print(f"failed: {name}: {error}", file=sys.stderr)
+    if summary.failed:
+        print("rerun the same command to retry the failed cells (finished cells are kept)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from londi.report import write_report
+
+    path = write_report(args.run_dir, args.out, metric=args.metric, quick_method=args.quick_method,
+                        deepthink_method=args.deepthink_method, oracle_method=args.oracle_method, seed=args.seed)
+    print(path)  # the command's result for the user: where the report is
+    return 0
+
+
+def _add_sweep_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of methods x parameters x seeds (resumable), then write the report",
+        description="Run every cell of a sweep config (see experiments/*.json and the londi.sweep docs) into "
+                    "DIR/cells/<method>__<params>__seed<k>/. Finished cells are never rerun: run the same "
+                    "command again to continue a stopped sweep.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="sweep config file (JSON)")
+    p.add_argument("--out", default=None, help="sweep folder (default runs/sweep__<name>)")
+    p.add_argument("--workers", type=_positive_int, default=2,
+                   help="cells run in parallel processes (default 2; 1 runs them in this process)")
+    p.add_argument("--max-cells", type=_non_negative_int, default=None,
+                   help="run at most N unfinished cells, then stop (rerun to continue)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are finished")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _add_report_parser(sub: Any) -> None:
+    from londi.report import METRICS
+
+    p = sub.add_parser(
+        "report",
+        help="tabulate and plot the results.json files of a run or sweep",
+        description="Find every results.json under DIR (a demo's DIR/results.json or a sweep's "
+                    "DIR/cells/*/results.json), pool seeds, merge each method's parameter values into a "
+                    "curve and write report.md, report.json and PNG plots.",
+    )
+    p.add_argument("run_dir", metavar="DIR", type=Path, help="run or sweep folder")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: DIR)")
+    p.add_argument("--metric", choices=METRICS, default="success",
+                   help="performance measure (default: success)")
+    p.add_argument("--quick-method", default="always_quick", help="name of the always-QUICK baseline")
+    p.add_argument("--deepthink-method", default="always_deepthink", help="name of the always-DEEPTHINK baseline")
+    p.add_argument("--oracle-method", default="oracle", help="name of the hindsight oracle method")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed for pooled cells (default: 0)")
+    p.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="londi", description="Learn when a text-game agent should pay for a large LM.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -225,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
+    _add_sweep_parser(sub)
+    _add_report_parser(sub)
     for module in PLUGIN_COMMANDS:
         try:
             mod = importlib.import_module(module)

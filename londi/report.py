@@ -26,7 +26,6 @@ interrupted report never leaves a truncated file.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -788,51 +787,6 @@ def write_report(
     return report_path
 
 
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-
-
-def _run(args: argparse.Namespace) -> int:
-    path = write_report(
-        args.run_dir,
-        args.out,
-        metric=args.metric,
-        quick_method=args.quick_method,
-        deepthink_method=args.deepthink_method,
-        oracle_method=args.oracle_method,
-        seed=args.seed,
-    )
-    # The command's result for the user: where the report is.
-    print(path)
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    """Add the ``report`` subcommand to an ``argparse`` subparsers object."""
-    p = subparsers.add_parser(
-        "report",
-        help="tabulate and plot the results.json files of a run or sweep",
-        description=(
-            "Find every results.json under DIR (a demo's DIR/results.json or a sweep's "
-            "DIR/cells/*/results.json), pool seeds, merge each method's parameter values into a "
-            "curve and write report.md, report.json and PNG plots."
-        ),
-    )
-    p.add_argument("run_dir", metavar="DIR", type=Path, help="run or sweep folder")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: DIR)")
-    p.add_argument(
-        "--metric", choices=METRICS, default="success", help="performance measure (default: success)"
-    )
-    p.add_argument("--quick-method", default="always_quick", help="name of the always-QUICK baseline")
-    p.add_argument(
-        "--deepthink-method", default="always_deepthink", help="name of the always-DEEPTHINK baseline"
-    )
-    p.add_argument("--oracle-method", default="oracle", help="name of the hindsight oracle method")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed for pooled cells (default: 0)")
-    p.set_defaults(func=_run)
-
-
 __all__ = [
     "CPT_LEVELS",
     "METRICS",
@@ -841,6 +795,5 @@ __all__ = [
     "Point",
     "build_points",
     "load_cells",
-    "register",
     "write_report",
 ]

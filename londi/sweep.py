@@ -51,7 +51,6 @@ which keys each method takes; anything else is rejected with a message naming th
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import itertools
@@ -71,7 +70,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from londi.argtypes import non_negative_int, positive_int
 from londi.errors import ConfigError, LondiError, UnknownChoiceError
 
 logger = logging.getLogger(__name__)
@@ -681,51 +679,6 @@ def _write_report(out: Path) -> Path | None:
         return None
 
 
-# ------------------------------------------------------------------------------------ CLI
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    out = Path(args.out) if args.out else Path("runs") / f"sweep__{config.name}"
-    if args.dry_run:
-        for cell in config.cells:
-            status = "finished" if is_finished(cell_dir(out, cell)) else "to run"
-            print(f"{cell.name:<60} {status}")
-        print(f"{len(config.cells)} cells; output folder {out}")
-        return 0
-    summary = run_sweep(config, out, workers=args.workers, max_cells=args.max_cells, progress=not args.no_progress,
-                        report=False if args.no_report else None)
-    print(f"sweep {config.name}: {summary.total} cells, {len(summary.skipped)} already finished, "
-          f"{len(summary.ran)} run now, {len(summary.failed)} failed, {len(summary.remaining)} left; folder {out}")
-    if summary.report is not None:
-        print(f"report: {summary.report}")
-    for name, error in summary.failed.items():
-        print(f"failed: {name}: {error}", file=sys.stderr)
-    if summary.failed:
-        print("rerun the same command to retry the failed cells (finished cells are kept)", file=sys.stderr)
-        return 1
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    """Add the ``sweep`` subcommand to an ``argparse`` subparsers object."""
-    p = subparsers.add_parser(
-        "sweep",
-        help="run a grid of methods x parameters x seeds (resumable), then write the report",
-        description="Run every cell of a sweep config (see experiments/*.json and the londi.sweep docs) into "
-                    "DIR/cells/<method>__<params>__seed<k>/. Finished cells are never rerun: run the same "
-                    "command again to continue a stopped sweep.",
-    )
-    p.add_argument("config", metavar="CONFIG", help="sweep config file (JSON)")
-    p.add_argument("--out", default=None, help="sweep folder (default runs/sweep__<name>)")
-    p.add_argument("--workers", type=positive_int, default=2,
-                   help="cells run in parallel processes (default 2; 1 runs them in this process)")
-    p.add_argument("--max-cells", type=non_negative_int, default=None,
-                   help="run at most N unfinished cells, then stop (rerun to continue)")
-    p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are finished")
-    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_sweep)
-
-
 __all__ = [
     "CORE_METHODS",
     "METHODS",
@@ -737,7 +690,6 @@ __all__ = [
     "load_config",
     "load_lm_pair",
     "method_keys",
-    "register",
     "resolve_policy_factory",
     "run_cell",
     "run_sweep",

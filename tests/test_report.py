@@ -1,7 +1,6 @@
 """``londi report``: tables and plots from a hand-made sweep directory (londi.report)."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -12,7 +11,8 @@ from PIL import Image
 
 from londi.errors import LondiError, UnknownChoiceError
 from londi.metrics import EpisodeStats, bootstrap_ci, summarize
-from londi.report import register, write_report
+from londi.cli import build_parser
+from londi.report import write_report
 
 ENV = "londi/BabyAIText-GoToLocal-v0"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -302,8 +302,7 @@ def test_errors(tmp_path: Path):
 
 
 def test_cli_report_subcommand(sweep: Path, tmp_path: Path, capsys):
-    parser = argparse.ArgumentParser(prog="londi")
-    register(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     out = tmp_path / "cli_out"
     args = parser.parse_args(["report", str(sweep), "--out", str(out), "--metric", "success"])
     assert args.func(args) == 0
