@@ -129,10 +129,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from londi.train import TrainConfig, default_run_dir, train_switch
 
     config = TrainConfig(
-        env=args.env or DEFAULT_ENV_ID, quick=args.quick, deepthink=args.deepthink, features=args.features,
+        env=args.env or DEFAULT_ENV_ID, quick=args.quick, deepthink=args.deepthink,
         cost=args.cost, budget=args.budget, cost_limit=args.cost_limit, steps=args.steps, seed=args.seed,
         lagrangian_multiplier_init=args.lagrangian_multiplier_init, lambda_lr=args.lambda_lr,
         lagrangian_upper_bound=args.lagrangian_upper_bound, gamma=args.gamma,
+        **{k: v for k, v in (("features", args.features), ("n_steps", args.n_steps)) if v is not None},
     ).validate()
     run_dir = Path(args.out) if args.out else default_run_dir(config)
     quick, deepthink = load_pair(args)
@@ -282,9 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lagrangian-multiplier-init", type=_non_negative_float, default=0.0)
     p.add_argument("--lambda-lr", type=float, default=0.02)
     p.add_argument("--lagrangian-upper-bound", type=_non_negative_float, default=None)
-    p.add_argument("--features", default="quick", help="switch features: quick, bow, minilm or a + combination")
+    p.add_argument("--features", default=None,
+                   help="switch features: quick, goal, bow, minilm or a + combination (default: TrainConfig.features)")
     p.add_argument("--steps", type=_positive_int, default=8000, help="training env steps (default 8000)")
     p.add_argument("--gamma", type=float, default=0.99, help="discount of the reward and cost values (default 0.99)")
+    p.add_argument("--n-steps", type=_positive_int, default=None,
+                   help="n-step targets for the switch's values (default: TrainConfig.n_steps)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/<env>__<method>__<seed>__<time>)")
     p.add_argument("--no-progress", action="store_true")

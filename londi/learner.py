@@ -52,17 +52,43 @@ class CostReplayBufferSamples(NamedTuple):
     dones: th.Tensor
     rewards: th.Tensor
     costs: th.Tensor
+    reward_discounts: th.Tensor
+    cost_discounts: th.Tensor
 
 
 class CostReplayBuffer(DictReplayBuffer):
-    """A dict replay buffer that also stores each transition's cost and the raw env reward.
+    """A dict replay buffer that also stores each transition's cost and the raw env reward, and
+    returns n-step targets for both.
 
     Reads ``info["env_reward"]`` and ``info["deepthink_cost"]`` (written by ``SwitchEnv``); for
     an env that gives neither, the reward passed in is kept and the cost is 0.
+
+    With ``n_steps > 1`` a sample starting at step ``t`` carries the discounted sums of the
+    rewards and costs of steps ``t .. t+k-1``, where ``k <= n_steps`` stops at the episode's end
+    (termination or truncation) or at the newest transition, the observation after step
+    ``t+k-1``, and the discounts ``gamma**k`` and ``cost_gamma**k`` for the bootstrap. The
+    switch's reward is sparse (a BabyAI-Text success pays only at the goal, ~25 steps after the
+    calls that earned it): one-step targets pass it back one step per target-network update,
+    n-step targets ``n`` steps at a time. The sums are computed at sampling time (as SB3's
+    ``NStepReplayBuffer`` does), so storage is that of a one-step buffer and ``n_steps`` can
+    change without refilling it.
+
+    Args:
+        n_steps: how many steps each target sums before it bootstraps (1: plain DQN targets).
+        gamma: the reward discount.
+        cost_gamma: the cost discount (default: ``gamma``).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, n_steps: int = 1, gamma: float = 0.99, cost_gamma: float | None = None,
+                 **kwargs: Any) -> None:
+        if int(n_steps) < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         super().__init__(*args, **kwargs)
+        if self.optimize_memory_usage:
+            raise ValueError("CostReplayBuffer does not support optimize_memory_usage=True")
+        self.n_steps = int(n_steps)
+        self.gamma = float(gamma)
+        self.cost_gamma = self.gamma if cost_gamma is None else float(cost_gamma)
         self.costs = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:  # type: ignore[override]
@@ -73,16 +99,37 @@ class CostReplayBuffer(DictReplayBuffer):
 
     def _get_samples(self, batch_inds: np.ndarray, env=None) -> CostReplayBufferSamples:  # type: ignore[override]
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        n = self.n_steps
+        # Offsets 0..n-1 from each sampled index; a run stops at the first step that ended its
+        # episode (done or timeout) or at the newest transition, which is treated as a cut so
+        # that no target reads past what has been written (or into the oldest, overwritten data).
+        steps = np.arange(n).reshape(1, -1)
+        indices = (batch_inds[:, None] + steps) % self.buffer_size
+        ends = np.logical_or(self.dones[indices, env_indices[:, None]], self.timeouts[indices, env_indices[:, None]])
+        newest = (self.pos - 1) % self.buffer_size
+        ends = np.logical_or(ends, indices == newest)
+        stop = np.where(ends.any(axis=1), ends.argmax(axis=1), n - 1)
+        within = steps <= stop[:, None]
+        length = within.sum(axis=1, keepdims=True).astype(np.float32)
+        rewards_seq = self.rewards[indices, env_indices[:, None]]
+        costs_seq = self.costs[indices, env_indices[:, None]]
+        reward_sum = (rewards_seq * self.gamma ** steps * within).sum(axis=1, keepdims=True)
+        cost_sum = (costs_seq * self.cost_gamma ** steps * within).sum(axis=1, keepdims=True)
+        last = (batch_inds + stop) % self.buffer_size
         obs = {k: self.to_torch(v[batch_inds, env_indices, :]) for k, v in self.observations.items()}
-        next_obs = {k: self.to_torch(v[batch_inds, env_indices, :]) for k, v in self.next_observations.items()}
-        dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
+        next_obs = {k: self.to_torch(v[last, env_indices, :]) for k, v in self.next_observations.items()}
+        # A timeout is not a terminal state: bootstrap from it (SB3's handle_timeout_termination).
+        # The newest transition, when it did not end its episode, bootstraps as well.
+        dones = self.dones[last, env_indices] * (1 - self.timeouts[last, env_indices])
         return CostReplayBufferSamples(
             observations=obs,
             actions=self.to_torch(self.actions[batch_inds, env_indices]),
             next_observations=next_obs,
             dones=self.to_torch(dones).reshape(-1, 1),
-            rewards=self.to_torch(self.rewards[batch_inds, env_indices].reshape(-1, 1)),
-            costs=self.to_torch(self.costs[batch_inds, env_indices].reshape(-1, 1)),
+            rewards=self.to_torch(reward_sum.astype(np.float32)),
+            costs=self.to_torch(cost_sum.astype(np.float32)),
+            reward_discounts=self.to_torch((self.gamma ** length).astype(np.float32)),
+            cost_discounts=self.to_torch((self.cost_gamma ** length).astype(np.float32)),
         )
 
 
@@ -153,6 +200,7 @@ class LondiDQN(DQN):
         lagrangian_upper_bound: an optional cap on lambda.
         lagrangian_window: how many recent episodes the dual update averages over.
         cost_gamma: discount for the cost value (default: ``gamma``).
+        n_steps: n-step targets for both values (see :class:`CostReplayBuffer`); 1 is plain DQN.
         **kwargs: any :class:`stable_baselines3.DQN` argument (``learning_rate``, ``buffer_size``,
             ``learning_starts``, ``batch_size``, ``gamma``, ``train_freq``,
             ``target_update_interval``, ``exploration_*``, ``policy_kwargs``, ``seed``, ...).
@@ -170,6 +218,7 @@ class LondiDQN(DQN):
         lagrangian_upper_bound: float | None = None,
         lagrangian_window: int = 20,
         cost_gamma: float | None = None,
+        n_steps: int = 1,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -185,9 +234,20 @@ class LondiDQN(DQN):
             raise ConfigError("lagrangian_upper_bound must be >= lagrangian_multiplier_init")
         if lagrangian_window < 1:
             raise ConfigError(f"lagrangian_window must be >= 1, got {lagrangian_window}")
+        if isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 1:
+            raise ConfigError(f"n_steps must be an integer >= 1, got {n_steps!r}")
         if policy in ("MultiInputPolicy", "MlpPolicy"):
             policy = SwitchPolicy
         kwargs.setdefault("replay_buffer_class", CostReplayBuffer)
+        if issubclass(kwargs["replay_buffer_class"], CostReplayBuffer):
+            # SB3 sets n-step returns up only for its own buffers; this one takes them directly.
+            kwargs["replay_buffer_kwargs"] = {
+                **(kwargs.get("replay_buffer_kwargs") or {}),
+                "n_steps": int(n_steps), "gamma": kwargs.get("gamma", 0.99), "cost_gamma": cost_gamma,
+            }
+        elif n_steps > 1:
+            raise ConfigError("n_steps > 1 needs a CostReplayBuffer (the default replay_buffer_class)")
+        self.n_step_targets = int(n_steps)
         self.call_cost = float(call_cost)
         self.cost_limit = None if cost_limit is None else float(cost_limit)
         self.lagrangian_multiplier = float(lagrangian_multiplier_init)
@@ -264,8 +324,9 @@ class LondiDQN(DQN):
                 # the target net evaluates it, for both heads.
                 on_r, on_c = self.q_net.reward_cost_values(data.next_observations)
                 next_a = self.q_net.combined(on_r, on_c, data.next_observations).argmax(dim=1, keepdim=True)
-                target_r = data.rewards + (1 - data.dones) * self.gamma * next_r.gather(1, next_a)
-                target_c = data.costs + (1 - data.dones) * gamma_c * next_c.gather(1, next_a)
+                disc_r, disc_c = self._discounts(data, gamma_c)
+                target_r = data.rewards + (1 - data.dones) * disc_r * next_r.gather(1, next_a)
+                target_c = data.costs + (1 - data.dones) * disc_c * next_c.gather(1, next_a)
             q_r, q_c = self.q_net.reward_cost_values(data.observations)
             a = data.actions.long()
             loss_r = F.smooth_l1_loss(q_r.gather(1, a), target_r)
@@ -284,6 +345,13 @@ class LondiDQN(DQN):
         self.logger.record("train/loss_reward", float(np.mean(r_losses)))
         self.logger.record("train/loss_cost", float(np.mean(c_losses)))
         self.logger.record("train/cost_weight", self.cost_weight)
+
+    def _discounts(self, data: Any, gamma_c: float) -> tuple[Any, Any]:
+        """The bootstrap discounts of a batch: ``gamma**k`` per sample from an n-step buffer,
+        plain ``gamma`` from any other."""
+        if isinstance(data, CostReplayBufferSamples):
+            return data.reward_discounts, data.cost_discounts
+        return self.gamma, gamma_c
 
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         super()._update_info_buffer(infos, dones)

@@ -44,7 +44,7 @@ numbers (the entry's cells are their Cartesian product), are ``cost`` (LONDI's p
 ``londi``), ``cost_limit`` (LONDI's Lagrangian limit L on expected calls per episode, >= 0),
 ``rate`` (target call rate in [0, 1] of ``random``, ``uncertainty``, ``router``,
 ``task-router``) and ``threshold`` (a fixed threshold of ``uncertainty``/``router``). Fixed
-options are ``features`` (LONDI's switch features: quick, bow, minilm or a ``+``
+options are ``features`` (LONDI's switch features: quick, goal, bow, minilm or a ``+``
 combination), ``train`` (TrainConfig overrides for this entry's LONDI cells) and ``params``
 (rule options of a baseline, see :data:`londi.baselines.PARAMS`). :func:`method_keys` lists
 which keys each method takes; anything else is rejected with a message naming the valid keys.
@@ -360,7 +360,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any], *, name: str
                 train_cfg = None
                 if method == "londi":
                     merged = {**train, **entry_train, "env": env, "quick": quick, "deepthink": deepthink,
-                              "features": features or "quick", "seed": seed,
+                              "features": features or TrainConfig.features, "seed": seed,
                               **{k: options[k] for k in ("cost", "budget", "cost_limit") if k in options}}
                     try:
                         train_cfg = TrainConfig(**merged).validate().to_dict()
@@ -369,7 +369,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any], *, name: str
                 cells.append(CellSpec(
                     sweep=sweep_name, name=cell_name, method=method, label=label, seed=seed, env=env,
                     episodes=episodes, quick=quick, deepthink=deepthink, policy_factory=factory, options=options,
-                    features=(features or "quick") if method == "londi" else None, params=dict(params),
+                    features=(features or TrainConfig.features) if method == "londi" else None, params=dict(params),
                     calibration_episodes=n_cal if method in ("uncertainty", "router") else None, train=train_cfg,
                 ))
     return SweepConfig(name=sweep_name, env=env, quick=quick, deepthink=deepthink, episodes=episodes, seeds=seeds,

@@ -10,8 +10,8 @@ Action space
     is executed.
 Observation
     ``Dict(features=Box(dim,), action_mask=Box(0, 1, (2,)))``. ``features`` come from the chosen
-    encoder (:mod:`londi.features`) followed by the context features (step, budget left, previous
-    choice, unchanged observation). ``action_mask[1]`` is 0 once a hard budget is spent.
+    encoder (:mod:`londi.features`) followed by the context features (step, budget left,
+    unchanged observation). ``action_mask[1]`` is 0 once a hard budget is spent.
 Reward
     ``env reward - call_cost * 1[DEEPTHINK]``. The raw env reward and the call's cost are in
     ``info["env_reward"]`` and ``info["deepthink_cost"]``, so that a learner can keep separate
@@ -149,7 +149,6 @@ class SwitchEnv(gym.Env):
         self._text_obs: TextObservation | None = None
         self._quick_decision: Decision | None = None
         self._acc = EpisodeAccounting()
-        self._prev_choice = QUICK
         self._obs_unchanged = False
         self._pending_switch_seconds = 0.0
 
@@ -237,7 +236,6 @@ class SwitchEnv(gym.Env):
             ctx = SwitchContext(
                 step_frac=min(self._acc.steps / self.episode_max_steps(), 1.0),
                 budget_frac=float(budget_frac),
-                prev_deepthink=float(self._prev_choice == DEEPTHINK),
                 obs_unchanged=float(self._obs_unchanged),
             )
             parts.append(ctx.to_array())
@@ -270,7 +268,6 @@ class SwitchEnv(gym.Env):
         self.quick.reset()
         self.deepthink.reset()
         self._acc = EpisodeAccounting()
-        self._prev_choice = QUICK
         self._text_obs = None
         self._quick_decision = None
 
@@ -318,7 +315,6 @@ class SwitchEnv(gym.Env):
         """Book the step's reward once the game has executed the action."""
         self._acc.steps += 1
         self._acc.env_return += float(reward)
-        self._prev_choice = choice
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -48,8 +48,11 @@ class TrainConfig:
     """QUICK model: a shipped name or a checkpoint folder."""
     deepthink: str = "deepthink"
     """DEEPTHINK model: a shipped name or a checkpoint folder."""
-    features: str = "quick"
-    """Switch features: quick, bow, minilm, or a '+' combination."""
+    features: str = "quick+goal"
+    """Switch features: quick, goal, bow, minilm, or a '+' combination. QUICK's own signals
+    (entropy, margin, hidden state) alone left the shipped pair's switch calling DEEPTHINK almost
+    nowhere; adding where the goal shows up in the observation gave it the cue QUICK misses
+    (docs/benchmarks.md, "n-step targets and goal features")."""
     cost: float = 0.02
     """Per-call cost c of DEEPTHINK, in reward units (>= 0)."""
     budget: int | None = None
@@ -78,6 +81,10 @@ class TrainConfig:
     """Discount for the reward and cost values. A BabyAI-Text episode runs ~25 steps and a
     DEEPTHINK call pays off only at the goal, so the horizon must reach it (0.95**25 = 0.28,
     0.99**25 = 0.78)."""
+    n_steps: int = 16
+    """n-step targets for the reward and cost values (1: one-step DQN targets). BabyAI-Text pays
+    only at the goal, so 16-step sums carry it back to the switch decisions that earned it in a
+    few updates instead of hundreds (docs/benchmarks.md, "n-step targets and goal features")."""
     train_freq: int = 1
     """Gradient step every this many env steps."""
     target_update_interval: int = 250
@@ -115,7 +122,7 @@ class TrainConfig:
             raise ConfigError(f"steps must be positive, got {self.steps}")
         if not 0 <= self.seed < 10_000:
             raise ConfigError(f"seed must be in [0, 10000), got {self.seed}")
-        for name in ("buffer_size", "batch_size", "train_freq", "target_update_interval"):
+        for name in ("buffer_size", "batch_size", "train_freq", "target_update_interval", "n_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.learning_starts < 0 or self.checkpoint_every < 0:
@@ -240,6 +247,7 @@ def build_learner(config: TrainConfig, env: Any, *, tensorboard: bool = True) ->
         learning_starts=config.learning_starts,
         batch_size=config.batch_size,
         gamma=config.gamma,
+        n_steps=config.n_steps,
         train_freq=config.train_freq,
         target_update_interval=config.target_update_interval,
         exploration_fraction=config.exploration_fraction,

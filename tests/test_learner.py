@@ -31,11 +31,12 @@ def greedy_stats(model, env):
 
 @pytest.fixture(scope="module")
 def trained(request):
-    """Switches trained at two costs on the controlled pair (QUICK stuck on every turn)."""
+    """Switches trained at two costs on the controlled pair (QUICK stuck on every turn). At
+    c = 2 a call costs more than an episode can earn (reward <= 1), so calling never pays."""
     from conftest import ControlledPolicy
 
     out = {}
-    for cost in (0.1, 0.6):
+    for cost in (0.1, 2.0):
         quick = ControlledPolicy(name="controlled-quick", fail_on_hard=True)
         deep = ControlledPolicy(name="controlled-deepthink", fail_on_hard=False, seconds=0.02)
         env = build_switch_env(ENV, quick, deep, call_cost=cost)
@@ -54,24 +55,42 @@ def test_switch_calls_deepthink_where_it_is_needed(trained):
 
 def test_raising_the_cost_lowers_the_call_rate(trained):
     low = greedy_stats(*trained[0.1])[2]
-    high = greedy_stats(*trained[0.6])[2]
+    high = greedy_stats(*trained[2.0])[2]
     assert high < low
 
 
 def test_changing_c_reweights_without_relearning(trained):
-    model, env = trained[0.1]
+    """``set_call_cost`` changes the weight on Q_c in every greedy choice and leaves the learned
+    values alone. (Whether a new c changes the decisions depends on the values: in this case
+    QUICK's stuck states make the calls unavoidable, so Q_c already favours calling there.)"""
     import torch as th
 
-    obs, _ = env.reset(seed=500_000)
-    q_before = model.q_net.reward_cost_values({k: th.as_tensor(np.asarray(v)[None]) for k, v in obs.items()})
-    rate_before = greedy_stats(model, env)[2]
-    model.set_call_cost(100.0)  # prohibitive: the same values now say QUICK (almost) everywhere
+    model, env = trained[0.1]
+    states = []
+    for s in EVAL_SEEDS[:10]:
+        obs, _ = env.reset(seed=s)
+        done = False
+        while not done:
+            states.append(obs)
+            obs, _, term, trunc, _ = env.step(int(model.predict(obs, deterministic=True)[0]))
+            done = term or trunc
+    batch = {k: th.as_tensor(np.stack([np.asarray(o[k]) for o in states])) for k in states[0]}
+    with th.no_grad():
+        q_r, q_c = model.q_net.reward_cost_values(batch)
+    mask = batch["action_mask"].numpy() > 0.5
     try:
-        assert greedy_stats(model, env)[2] <= min(0.05, rate_before / 4)
+        for c in (0.0, 3.0, 100.0):
+            model.set_call_cost(c)
+            want = np.where(mask, (q_r - c * q_c).numpy(), -np.inf).argmax(axis=1)
+            got = np.array([int(model.predict(o, deterministic=True)[0]) for o in states])
+            np.testing.assert_array_equal(got, want)
+            with th.no_grad():
+                np.testing.assert_allclose(model.q_net(batch).numpy()[mask], (q_r - c * q_c).numpy()[mask], rtol=1e-5)
     finally:
         model.set_call_cost(0.1)
-    q_after = model.q_net.reward_cost_values({k: th.as_tensor(np.asarray(v)[None]) for k, v in obs.items()})
-    assert all(th.equal(a, b) for a, b in zip(q_before, q_after))
+    with th.no_grad():
+        after = model.q_net.reward_cost_values(batch)
+    assert th.equal(after[0], q_r) and th.equal(after[1], q_c)
 
 
 def test_saved_and_reloaded_switch_makes_the_same_decisions(trained, tmp_path):
@@ -102,7 +121,7 @@ def test_train_switch_writes_a_run_folder_and_loads_back(controlled_pair, tmp_pa
     loaded, cfg = load_switch(tmp_path / "run")
     assert cfg == config
     rule = LearnedSwitch(loaded, features=cfg.features)
-    env = build_switch_env(ENV, quick, deep)
+    env = build_switch_env(ENV, quick, deep, features=cfg.features)
     obs, _ = env.reset(seed=3)
     assert rule.choose(obs, env) == int(model.predict(obs, deterministic=True)[0])
     # same folder, other config: refused rather than mixed
@@ -157,3 +176,58 @@ def test_cli_eval_expert_writes_results(tmp_path, capsys):
         assert key in m
     assert set(m["device_seconds"]) >= {"quick", "deepthink", "switch", "total"}
     assert "success" in capsys.readouterr().out
+
+
+def _filled_cost_buffer(n_steps, rewards, costs, dones, timeouts=None, size=32):
+    """A CostReplayBuffer holding one env's transitions; observation i is the number i."""
+    from gymnasium import spaces
+    from londi.learner import CostReplayBuffer
+
+    obs_space = spaces.Dict({"features": spaces.Box(-1e6, 1e6, (1,), np.float32)})
+    buf = CostReplayBuffer(size, obs_space, spaces.Discrete(2), device="cpu", n_steps=n_steps,
+                           gamma=0.5, cost_gamma=0.9)
+    timeouts = timeouts or [False] * len(rewards)
+    for i, (r, c, d, t) in enumerate(zip(rewards, costs, dones, timeouts)):
+        info = {"env_reward": r, "deepthink_cost": c, "TimeLimit.truncated": t}
+        buf.add({"features": np.array([[i]], np.float32)}, {"features": np.array([[i + 1]], np.float32)},
+                np.array([[c > 0]]), np.array([r - c]), np.array([d]), [info])
+    return buf
+
+
+def test_n_step_targets_sum_rewards_and_costs_up_to_the_episode_end():
+    # Episode A: steps 0-3 (ends with reward 1 at step 3); episode B: steps 4-6, still running.
+    rewards = [0, 0, 0, 1, 0, 2, 0]
+    costs = [1, 0, 1, 0, 1, 1, 0]
+    dones = [False, False, False, True, False, False, False]
+    buf = _filled_cost_buffer(3, rewards, costs, dones)
+    data = buf._get_samples(np.array([0, 1, 3, 4, 5, 6]))
+    got_r = data.rewards.numpy().ravel()
+    got_c = data.costs.numpy().ravel()
+    # from 0: steps 0,1,2 -> r 0, c 1 + 0 + 0.81; bootstrap from obs 3 with 0.5**3 / 0.9**3
+    # from 1: steps 1,2,3 (3 ends the episode) -> r 0.25, c 0.9, done
+    # from 3: the last step alone -> r 1, c 0, done
+    # from 4: steps 4,5,6 -> r 2*0.5 = 1, c 1 + 0.9; bootstraps (6 is the newest, not an end)
+    # from 5: steps 5,6 (6 is the newest transition: cut there) -> r 2, c 1
+    # from 6: step 6 alone
+    np.testing.assert_allclose(got_r, [0, 0.25, 1, 1, 2, 0], atol=1e-6)
+    np.testing.assert_allclose(got_c, [1.81, 0.9, 0, 1.9, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(data.reward_discounts.numpy().ravel(), [0.125, 0.125, 0.5, 0.125, 0.25, 0.5])
+    np.testing.assert_allclose(data.cost_discounts.numpy().ravel(), [0.729, 0.729, 0.9, 0.729, 0.81, 0.9], atol=1e-6)
+    np.testing.assert_array_equal(data.dones.numpy().ravel(), [0, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(data.next_observations["features"].numpy().ravel(), [3, 4, 4, 7, 7, 7])
+
+
+def test_n_step_targets_bootstrap_through_a_timeout_and_one_step_is_plain_dqn():
+    rewards, costs, dones, timeouts = [0, 1, 0], [0, 0, 1], [False, True, False], [False, True, False]
+    data = _filled_cost_buffer(4, rewards, costs, dones, timeouts)._get_samples(np.array([0]))
+    assert data.rewards.item() == pytest.approx(0.5) and data.dones.item() == 0  # truncated: bootstrap
+    assert data.next_observations["features"].item() == 2
+    one = _filled_cost_buffer(1, [0, 0, 1], [1, 1, 0], [False, False, True])._get_samples(np.array([0, 1, 2]))
+    np.testing.assert_allclose(one.rewards.numpy().ravel(), [0, 0, 1])
+    np.testing.assert_allclose(one.reward_discounts.numpy().ravel(), [0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(one.dones.numpy().ravel(), [0, 0, 1])
+
+
+def test_n_steps_must_be_a_positive_integer():
+    with pytest.raises(LondiError, match="n_steps"):
+        TrainConfig(n_steps=0).validate()

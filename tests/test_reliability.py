@@ -49,7 +49,7 @@ def test_same_seed_same_evaluation_numbers(controlled_pair, tmp_path):
     model = train_switch(config, tmp_path / "a", quick=quick, deepthink=deep, progress=False)
 
     def numbers():
-        methods = {"q": Method(AlwaysQuick(), quick, deep), "londi": Method(LearnedSwitch(model, features="quick"), quick, deep)}
+        methods = {"q": Method(AlwaysQuick(), quick, deep), "londi": Method(LearnedSwitch(model, features=config.features), quick, deep)}
         res = evaluate_methods(methods, episodes=15, seed=2, progress=False)
         keep = ("success", "success_ci", "return", "steps", "deepthink_call_frac", "max_deepthink_calls")
         return {name: {k: m[k] for k in keep} for name, m in res["methods"].items()}

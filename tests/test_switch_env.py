@@ -110,3 +110,24 @@ def test_bow_features_are_deterministic_and_normalised(controlled_pair):
     v2 = make_features("bow").encode(info["text_obs"], None)
     assert np.allclose(v1, v2)
     assert np.linalg.norm(v1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_goal_features_find_the_goal_line():
+    from londi.envs.base import TextObservation
+    from londi.features import GoalGroundingFeatures
+
+    enc = GoalGroundingFeatures(n_features=8)
+
+    def encode(text):
+        return enc.encode(TextObservation(goal="go to the red ball", text=text, admissible_actions=("go forward",)), None)
+
+    seen = encode("You see a wall 2 steps left\nYou see a red ball 1 step right")
+    apart = encode("You see a red key 2 steps left\nYou see a blue ball 1 step right")
+    unseen = encode("You see a wall 2 steps left")
+    assert seen.shape == (enc.dim,) == (11,)
+    assert seen[:3].tolist() == [1.0, 1.0, 1.0]
+    assert apart[:3].tolist() == [1.0, 0.5, 0.0]  # both words present, never on one line
+    assert unseen[:3].tolist() == [0.0, 0.0, 0.0] and not unseen[3:].any()
+    # the best line's other words ("1 step right") are hashed in; the unseen case has none
+    assert np.abs(seen[3:]).sum() > 0
+    assert make_features("quick+goal").dim == make_features("quick").dim + enc.dim - 8 + 32
