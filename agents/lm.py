@@ -47,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 #: The models shipped with the package (folders under :func:`shipped_models_dir`).
 SHIPPED_MODELS: tuple[str, ...] = ("quick", "deepthink")
+#: The TextWorld and ScienceWorld pairs (``scripts/train_text_lms.py``), also loaded by name.
+TEXT_GAME_MODELS: tuple[str, ...] = (
+    "textworld-quick", "textworld-deepthink", "scienceworld-quick", "scienceworld-deepthink",
+)
 #: Optional file in a checkpoint folder with the prompt settings the model was trained with.
 POLICY_CONFIG_FILE = "londi_policy.json"
 #: Optional ``sha256sum``-style checksum file in a checkpoint folder, verified at load time.
@@ -62,8 +66,9 @@ def shipped_models_dir() -> Path:
 
 
 def shipped_model_path(name: str) -> Path:
-    """The folder of a shipped model (``"quick"`` or ``"deepthink"``); an error naming the valid ones."""
-    check_choice("shipped model", name, SHIPPED_MODELS)
+    """The folder of a shipped model (``"quick"``, ``"deepthink"`` or one of :data:`TEXT_GAME_MODELS`);
+    an error naming the valid ones."""
+    check_choice("shipped model", name, SHIPPED_MODELS + TEXT_GAME_MODELS)
     return shipped_models_dir() / name
 
 
@@ -602,8 +607,20 @@ class HFPolicy(TextPolicy):
         )
 
 
+def _policy_class(folder: Path) -> type[HFPolicy]:
+    """:class:`HFPolicy`, or :class:`~londi.agents.candidates.CandidatePolicy` for a checkpoint whose
+    ``londi_policy.json`` asks for a candidate filter (its ``"candidates"`` entry)."""
+    if "candidates" in _read_policy_config(folder):
+        from londi.agents.candidates import CandidatePolicy
+
+        return CandidatePolicy
+    return HFPolicy
+
+
 def load_policy(name_or_path: str | Path, **kwargs: Any) -> HFPolicy:
-    """Load a shipped model by name (``"quick"``, ``"deepthink"``) or any local checkpoint folder.
+    """Load a shipped model by name (``"quick"``, ``"deepthink"``, :data:`TEXT_GAME_MODELS`) or any
+    local checkpoint folder. A checkpoint whose ``londi_policy.json`` has a ``"candidates"`` entry
+    loads as a :class:`~londi.agents.candidates.CandidatePolicy` (scores a short candidate list).
 
     Keyword arguments go to :class:`HFPolicy` (``device``, ``dtype``, ``history_length``, ...).
     Raises :class:`~londi.errors.UnknownChoiceError` for a name that is neither a shipped model
@@ -611,24 +628,27 @@ def load_policy(name_or_path: str | Path, **kwargs: Any) -> HFPolicy:
     shipped checkpoint.
     """
     text = str(name_or_path)
-    if text in SHIPPED_MODELS:
+    if text in SHIPPED_MODELS or text in TEXT_GAME_MODELS:
         folder = shipped_model_path(text)
         if not (folder / "config.json").is_file():
+            script = "train_lms.py" if text in SHIPPED_MODELS else "train_text_lms.py"
             raise LondiError(
                 f"the shipped model {text!r} is missing from {folder}; rebuild it with "
-                "`python scripts/train_lms.py` or reinstall londi"
+                f"`python scripts/{script}` or reinstall londi"
             )
         kwargs.setdefault("name", text)
-        return HFPolicy(folder, **kwargs)
+        return _policy_class(folder)(folder, **kwargs)
     path = Path(text).expanduser()
     if path.is_dir():
-        return HFPolicy(path, **kwargs)
+        return _policy_class(path)(path, **kwargs)
     if path.exists() or "/" in text or "\\" in text or text.startswith("."):
         raise LondiError(
             f"no checkpoint folder at {text!r}; pass a local Hugging Face checkpoint folder or one of: "
             + ", ".join(SHIPPED_MODELS)
         )
-    raise UnknownChoiceError("language model", text, list(SHIPPED_MODELS) + ["<path to a local checkpoint folder>"])
+    raise UnknownChoiceError(
+        "language model", text, list(SHIPPED_MODELS + TEXT_GAME_MODELS) + ["<path to a local checkpoint folder>"]
+    )
 
 
 __all__ = [
@@ -636,6 +656,7 @@ __all__ = [
     "HFPolicy",
     "POLICY_CONFIG_FILE",
     "SHIPPED_MODELS",
+    "TEXT_GAME_MODELS",
     "file_sha256",
     "load_policy",
     "shipped_model_path",
