@@ -263,14 +263,27 @@ class ScienceWorldTextEnv(gym.Env):
             return None
         return self._sw._gateway.java_process.pid
 
-    def _stop(self) -> None:
-        """Shut the JVM down and reap it; never raises (it also runs after a crash)."""
+    def _stop(self, *, wait: bool = True) -> None:
+        """Shut the JVM down and reap it; never raises (it also runs after a crash).
+
+        With ``wait=False`` (from ``__del__``) the JVM is killed without a polite shutdown and
+        without waiting for it: a finaliser can run inside another ``Popen.wait`` on the same
+        process, whose lock is not re-entrant, and blocking there would hang the interpreter.
+        """
         sw, self._sw = self._sw, None
         if sw is None:
             return
         gateway = getattr(sw, "_gateway", None)
         proc = getattr(gateway, "java_process", None)
         client = getattr(gateway, "_gateway_client", None)
+        if not wait:
+            if client is not None:
+                client.is_connected = False
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+            sw.close = lambda: None
+            return
         if proc is not None and proc.poll() is not None:
             # The JVM is gone: a polite shutdown would only try to reconnect (and log errors).
             with contextlib.suppress(Exception):
@@ -308,7 +321,7 @@ class ScienceWorldTextEnv(gym.Env):
 
     def __del__(self) -> None:
         try:
-            self._stop()
+            self._stop(wait=False)
         except Exception:  # interpreter shutdown: modules may be gone already
             pass
 

@@ -137,7 +137,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     ).validate()
     run_dir = Path(args.out) if args.out else default_run_dir(config)
     quick, deepthink = load_pair(args)
-    train_switch(config, run_dir, quick=quick, deepthink=deepthink, progress=not args.no_progress)
+    model = train_switch(config, run_dir, quick=quick, deepthink=deepthink, progress=not args.no_progress)
+    model.get_env().close()  # stop an env's simulator (ScienceWorld's JVM) now, not in a finaliser
     print(f"trained switch written to {run_dir}")
     return 0
 

@@ -75,6 +75,7 @@ def run_demo(
     quick, deepthink = load_policy("quick"), load_policy("deepthink")
     config = TrainConfig(env=env_id, cost=cost, steps=steps, seed=seed).validate()
     model = train_switch(config, out / "switch", quick=quick, deepthink=deepthink, progress=progress)
+    model.get_env().close()  # evaluation builds its own env
     train_seconds = time.perf_counter() - t0
     methods = {
         "always-quick": Method(AlwaysQuick(), quick, deepthink),

@@ -442,6 +442,7 @@ def _build_method(cell: CellSpec, folder: Path, quick: Any, deepthink: Any) -> t
         config = TrainConfig.from_dict(cell.train)
         t0 = time.perf_counter()
         model = train_switch(config, folder / "switch", quick=quick, deepthink=deepthink, progress=False)
+        model.get_env().close()  # evaluation builds its own env; stop this one's simulator now
         extra["train"] = {"steps": config.steps, "wall_seconds": time.perf_counter() - t0,
                           "run_dir": "switch"}
         return Method(LearnedSwitch(model, features=config.features, name=cell.label), quick, deepthink, budget), extra

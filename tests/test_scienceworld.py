@@ -244,3 +244,24 @@ def test_gold_path_other_tasks(task):
     finally:
         env.close()
     assert wait_for(lambda: java_children() == before)
+
+
+def test_finaliser_never_blocks_on_the_jvm():
+    """``__del__`` kills the JVM without waiting: a finaliser can run inside another ``wait`` on
+    the same process (whose lock is not re-entrant), where a blocking wait hung ``londi train``
+    at exit. A plain ``sleep`` process stands in for the JVM; no JVM is started."""
+    import subprocess
+    import threading
+    from types import SimpleNamespace
+
+    env = ScienceWorldTextEnv(task=TASK)
+    proc = subprocess.Popen(["sleep", "60"])
+    gateway = SimpleNamespace(java_process=proc, _gateway_client=SimpleNamespace(is_connected=True))
+    env._sw = SimpleNamespace(_gateway=gateway, close=lambda: None)
+    with proc._waitpid_lock:  # as if a Popen.wait on this process were in progress
+        finaliser = threading.Thread(target=env.__del__, daemon=True)
+        finaliser.start()
+        finaliser.join(timeout=10)
+        assert not finaliser.is_alive(), "the finaliser blocked on the process"
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    assert env._sw is None and gateway._gateway_client.is_connected is False
