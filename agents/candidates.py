@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from londi.agents.base import Decision
-from londi.agents.lm import HFPolicy
+from londi.agents.lm import HFPolicy, _read_policy_config
 from londi.envs.base import TextObservation
 
 #: Key of the filter's settings in a checkpoint's ``londi_policy.json``.
@@ -138,8 +138,6 @@ class CandidatePolicy(HFPolicy):
                  **kwargs: Any) -> None:
         super().__init__(model_path, **kwargs)
         if candidate_filter is None:
-            from londi.agents.lm import _read_policy_config
-
             saved = _read_policy_config(self.path).get(POLICY_CONFIG_KEY)
             if not isinstance(saved, dict):
                 raise ValueError(
