@@ -498,10 +498,15 @@ def calibrate_rule(
     *,
     max_rounds: int = 6,
     tolerance: float = 0.01,
+    per_episode: bool = False,
     purpose: str = "calibration",
     progress: bool = False,
 ) -> ThresholdSwitch:
     """Set ``rule.threshold``/``rule.tie_prob`` so that it calls DEEPTHINK at ``rate`` on ``seeds``.
+
+    ``rate`` is a call fraction (DEEPTHINK calls / steps where a call was allowed), or, with
+    ``per_episode=True``, a number of DEEPTHINK calls per episode (any value >= 0; ``tolerance``
+    is then relative to it), as a Lagrangian limit on expected calls is stated.
 
     The states a rule visits depend on its own calls (a call usually gets the agent out of the
     state that caused it), so the ``1 - rate`` quantile of the scores of QUICK-only episodes
@@ -520,7 +525,12 @@ def calibrate_rule(
     target, the rate it achieved on these episodes and the rounds. Every episode (the reference
     run included) is metered into ``rule.offline_cost``.
     """
-    rate = _check_rate(rate)
+    if per_episode:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < math.inf:
+            raise ConfigError(f"calls per episode must be a finite number >= 0, got {rate!r}")
+        rate = float(rate)
+    else:
+        rate = _check_rate(rate)
     if rate is None:
         raise ValueError("calibrate_rule needs a rate")
     if max_rounds < 1:
@@ -529,6 +539,8 @@ def calibrate_rule(
         raise ConfigError(f"tolerance must be in [0, 1), got {tolerance}")
     t0 = time.perf_counter()
     cost = OfflineCost(purpose=purpose)
+    if per_episode:
+        tolerance = tolerance * rate
 
     def play(threshold: float, tie_prob: float, label: str) -> tuple[list[float], float]:
         rule.threshold, rule.tie_prob = threshold, tie_prob
@@ -539,18 +551,21 @@ def calibrate_rule(
         finally:
             scores, rule._record = rule._record, None
         calls = sum(e.deepthink_calls for e in eps)
+        if per_episode:
+            return scores, calls / max(len(eps), 1)
         return scores, (calls / len(scores) if scores else 0.0)
 
     measured: list[tuple[float, float, float, float]] = []  # (z, achieved rate, threshold, tie_prob)
     reference: list[float] = []
-    if 0.0 < rate < 1.0:
+    if 0.0 < rate and (per_episode or rate < 1.0):
         reference, _ = play(math.inf, 0.0, "reference")
     if not reference:  # rate 0 or 1, or no step allowed a call (e.g. a zero budget)
-        threshold, tie = calibrate_threshold([0.0], rate)
-        measured.append((rate, math.nan, threshold, tie))
+        threshold, tie = calibrate_threshold([0.0], min(rate, 1.0))
+        measured.append((min(rate, 1.0), math.nan, threshold, tie))
     else:
         lo, r_lo, hi, r_hi = 0.0, 0.0, 1.0, math.nan
-        z = rate
+        # the level is a share of the reference run's states; a limit per episode starts at its share of them
+        z = min(1.0, rate * len(seeds) / len(reference)) if per_episode else rate
         for round_ in range(1, max_rounds + 1):
             threshold, tie = calibrate_threshold(reference, z)
             _, achieved = play(threshold, tie, f"round {round_}")
@@ -587,8 +602,8 @@ def calibrate_rule(
     if cost.episodes:
         rule.offline_cost.append(cost)
     rule.calibration = {
-        "target_rate": rate,
-        "achieved_rate": None if math.isnan(achieved) else achieved,
+        ("target_calls_per_episode" if per_episode else "target_rate"): rate,
+        ("achieved_calls_per_episode" if per_episode else "achieved_rate"): None if math.isnan(achieved) else achieved,
         "level": z,
         "threshold": rule.threshold,
         "tie_prob": rule.tie_prob,

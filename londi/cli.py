@@ -56,7 +56,7 @@ def build_method(name: str, args: argparse.Namespace, quick: Any, deepthink: Any
     """A :class:`~londi.evaluate.Method` for ``name`` (validated against :func:`method_names`)."""
     from londi.agents.expert import OracleExpert
     from londi.evaluate import Method
-    from londi.rules import AlwaysDeepthink, AlwaysQuick, LearnedSwitch
+    from londi.rules import AlwaysDeepthink, AlwaysQuick
 
     budget = getattr(args, "budget", None)
     if name == "expert":
@@ -71,10 +71,18 @@ def build_method(name: str, args: argparse.Namespace, quick: Any, deepthink: Any
 
         if not args.switch:
             raise LondiError("--method londi needs --switch RUN_DIR (a folder written by `londi train`)")
+        from londi.calibrated import learned_switch_rule
+        from londi.envs import DEFAULT_ENV_ID
+
         model, config = load_switch(args.switch)
         if budget is None:
             budget = config.budget
-        return Method(LearnedSwitch(model, features=config.features), quick, deepthink, budget)
+        rule = learned_switch_rule(
+            model, config, quick=quick, deepthink=deepthink, env_id=args.env or DEFAULT_ENV_ID, seed=args.seed,
+            budget=budget, rate=args.rate, calibrate_limit=not getattr(args, "no_calibrate", False),
+            calibration_episodes=args.calibration_episodes, progress=not args.no_progress,
+        )
+        return Method(rule, quick, deepthink, budget)
     from londi.baselines import make_baseline
 
     return make_baseline(name, args=args, quick=quick, deepthink=deepthink)
@@ -265,7 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="run seed (default 0)")
     p.add_argument("--budget", type=_non_negative_int, default=None, help="hard cap on DEEPTHINK calls per episode")
     p.add_argument("--rate", type=float, default=None,
-                   help="target DEEPTHINK call rate (random, uncertainty, router and task-router baselines)")
+                   help="target DEEPTHINK call rate (random, uncertainty, router and task-router baselines; "
+                        "for londi, the switch's cost weight is calibrated to it)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="evaluate a Lagrangian switch (--cost-limit) at its trained weight c + lambda instead of "
+                        "the weight calibrated to its limit on calibration episodes")
     p.add_argument("--threshold", type=float, default=None,
                    help="fixed threshold for the uncertainty and router baselines (instead of --rate)")
     p.add_argument("--calibration-episodes", type=_positive_int, default=None,

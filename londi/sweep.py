@@ -43,9 +43,12 @@ numbers (the entry's cells are their Cartesian product), are ``cost`` (LONDI's p
 >= 0), ``budget`` (hard cap B on DEEPTHINK calls per episode, an integer >= 0; LONDI-B for
 ``londi``), ``cost_limit`` (LONDI's Lagrangian limit L on expected calls per episode, >= 0),
 ``rate`` (target call rate in [0, 1] of ``random``, ``uncertainty``, ``router``,
-``task-router``) and ``threshold`` (a fixed threshold of ``uncertainty``/``router``). Fixed
-options are ``features`` (LONDI's switch features: quick, goal, bow, minilm or a ``+``
-combination), ``train`` (TrainConfig overrides for this entry's LONDI cells) and ``params``
+``task-router``, and of ``londi``, whose trained switch then acts at the cost weight calibrated
+to it, see :mod:`londi.calibrated`) and ``threshold`` (a fixed threshold of
+``uncertainty``/``router``). Fixed options are ``features`` (LONDI's switch features: quick,
+goal, bow, minilm or a ``+`` combination), ``calibrate`` (``londi`` with a ``cost_limit``:
+calibrate the weight to the limit after training, the default, or keep the trained ``c +
+lambda`` with ``false``), ``train`` (TrainConfig overrides for this entry's LONDI cells) and ``params``
 (rule options of a baseline, see :data:`londi.baselines.PARAMS`). :func:`method_keys` lists
 which keys each method takes; anything else is rejected with a message naming the valid keys.
 """
@@ -98,7 +101,7 @@ def method_keys() -> dict[str, tuple[str, ...]]:
     from londi.baselines import PARAMS
 
     keys = {
-        "londi": ("cost", "budget", "cost_limit", "features", "train"),
+        "londi": ("cost", "budget", "cost_limit", "rate", "calibrate", "features", "train"),
         "always-quick": ("budget",),
         "always-deepthink": ("budget",),
         "expert": (),
@@ -348,8 +351,13 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any], *, name: str
         if method == "londi" and "budget" in entry and "cost_limit" in entry:
             raise ConfigError(f"{where}: use either a hard 'budget' (LONDI-B) or a 'cost_limit' (Lagrangian), "
                               "not both")
+        calibrate = entry.get("calibrate", True)
+        if not isinstance(calibrate, bool):
+            raise ConfigError(f"{where}: calibrate must be true or false, got {calibrate!r}")
         for combo in itertools.product(*(values for _, values in axes)):
             options = {key: value for (key, _), value in zip(axes, combo)}
+            if "calibrate" in entry:
+                options["calibrate"] = calibrate
             param_str = "-".join(f"{k}{_format_value(options[k])}" for k in SWEEP_KEYS if k in options) or "default"
             for seed in seeds:
                 cell_name = f"{label}__{param_str}__seed{seed}"
@@ -370,7 +378,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any], *, name: str
                     sweep=sweep_name, name=cell_name, method=method, label=label, seed=seed, env=env,
                     episodes=episodes, quick=quick, deepthink=deepthink, policy_factory=factory, options=options,
                     features=(features or TrainConfig.features) if method == "londi" else None, params=dict(params),
-                    calibration_episodes=n_cal if method in ("uncertainty", "router") else None, train=train_cfg,
+                    calibration_episodes=n_cal if method in ("uncertainty", "router", "londi") else None, train=train_cfg,
                 ))
     return SweepConfig(name=sweep_name, env=env, quick=quick, deepthink=deepthink, episodes=episodes, seeds=seeds,
                        grid=grid, description=str(data.get("description", "")), policy_factory=factory,
@@ -432,7 +440,7 @@ def is_finished(folder: Path) -> bool:
 
 def _build_method(cell: CellSpec, folder: Path, quick: Any, deepthink: Any) -> tuple[Any, dict[str, Any]]:
     from londi.evaluate import Method
-    from londi.rules import AlwaysDeepthink, AlwaysQuick, LearnedSwitch
+    from londi.rules import AlwaysDeepthink, AlwaysQuick
 
     budget = cell.options.get("budget")
     extra: dict[str, Any] = {}
@@ -445,7 +453,13 @@ def _build_method(cell: CellSpec, folder: Path, quick: Any, deepthink: Any) -> t
         model.get_env().close()  # evaluation builds its own env; stop this one's simulator now
         extra["train"] = {"steps": config.steps, "wall_seconds": time.perf_counter() - t0,
                           "run_dir": "switch"}
-        return Method(LearnedSwitch(model, features=config.features, name=cell.label), quick, deepthink, budget), extra
+        from londi.calibrated import learned_switch_rule
+
+        rule = learned_switch_rule(model, config, quick=quick, deepthink=deepthink, env_id=cell.env, seed=cell.seed,
+                                   budget=budget, rate=cell.options.get("rate"),
+                                   calibrate_limit=cell.options.get("calibrate", True),
+                                   calibration_episodes=cell.calibration_episodes, name=cell.label)
+        return Method(rule, quick, deepthink, budget), extra
     if cell.method == "expert":
         from londi.agents.expert import OracleExpert
 

@@ -1,9 +1,12 @@
 """LONDI-B's hard cap and the Lagrangian expected-cost limit."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from londi.calibrated import CostCalibratedSwitch, calibrate_switch
 from londi.envs import make_env
 from londi.evaluate import build_switch_env, run_rule
 from londi.learner import LondiDQN
@@ -117,19 +120,79 @@ def test_lambda_rises_while_violated_and_falls_back(controlled_pair):
     assert model.lagrangian_multiplier == pytest.approx(5.0)  # the upper bound holds
 
 
-def test_lagrangian_training_lowers_calls_towards_the_limit(controlled_pair):
-    """Controlled case: with c = 0 an unconstrained switch calls DEEPTHINK freely; a limit of
-    1 call per episode drives lambda up during training and the greedy switch calls less."""
-    quick, deep = controlled_pair
+@pytest.fixture(scope="module")
+def lagrangian_switch():
+    """A Lagrangian switch (c = 0, limit 1 call per episode) trained on the controlled pair."""
+    from conftest import ControlledPolicy
+
+    quick = ControlledPolicy(name="controlled-quick", fail_on_hard=True, seconds=0.001)
+    deep = ControlledPolicy(name="controlled-deepthink", fail_on_hard=False, seconds=0.02)
     env = build_switch_env(ENVS[0], quick, deep, call_cost=0.0)
-    config = TrainConfig(steps=3000, cost=0.0, cost_limit=1.0, lambda_lr=0.05, learning_starts=300)
+    config = TrainConfig(steps=3000, cost=0.0, cost_limit=1.0, lambda_lr=0.05, learning_starts=300, features="quick")
     model = build_learner(config, env)
     model.learn(config.steps)
+    return model, config, quick, deep
+
+
+def test_lagrangian_training_lowers_calls_towards_the_limit(lagrangian_switch):
+    """Controlled case: with c = 0 an unconstrained switch calls DEEPTHINK freely; a limit of
+    1 call per episode drives lambda up during training and the greedy switch calls less."""
+    model, _, quick, deep = lagrangian_switch
     assert model.lagrangian_multiplier > 0.0
     episodes = run_rule(_Greedy(model), build_switch_env(ENVS[0], quick, deep), list(range(500_000, 500_040)),
                         progress=False)
     mean_calls = np.mean([e.deepthink_calls for e in episodes])
     assert mean_calls <= 2.5
+
+
+def test_break_even_rule_at_the_trained_weight_is_the_greedy_switch(lagrangian_switch):
+    """CostCalibratedSwitch with threshold c + lambda and no tie coin makes the learner's own
+    greedy choice wherever a call adds expected cost (its definition of the break-even weight)."""
+    model, config, quick, deep = lagrangian_switch
+    rule = CostCalibratedSwitch(model, features=config.features)
+    assert rule.threshold == pytest.approx(model.cost_weight)
+    env = build_switch_env(ENVS[0], quick, deep)
+    checked = 0
+    for s in range(500_100, 500_110):
+        obs, _ = env.reset(seed=s)
+        rule.reset()
+        done = False
+        while not done:
+            greedy = int(model.predict(obs, deterministic=True)[0])
+            if math.isfinite(rule.break_even_weight(obs)):
+                assert rule.choose(obs, env) == greedy
+                checked += 1
+            obs, _, term, trunc, _ = env.step(greedy)
+            done = term or trunc
+    assert checked > 20
+
+
+@pytest.mark.parametrize("limit", [0.5, 2.0])
+def test_calibrated_lagrangian_switch_meets_its_limit(lagrangian_switch, limit):
+    """After training, the weight on Q_c is calibrated to L calls per episode on training-range
+    episodes; it reaches L there and stays near it on held-out episodes."""
+    model, config, quick, deep = lagrangian_switch
+    rule = calibrate_switch(model, features=config.features, quick=quick, deepthink=deep, env_id=ENVS[0], seed=0,
+                            calls_per_episode=limit, calibration_episodes=16)
+    cal = rule.calibration
+    assert cal["target_calls_per_episode"] == limit
+    assert cal["achieved_calls_per_episode"] == pytest.approx(limit, rel=0.15)
+    assert cal["trained_weight"] == pytest.approx(model.cost_weight)
+    assert rule.offline_cost and rule.offline_cost[0].episodes > 0  # metered apart from evaluation
+    episodes = run_rule(rule, build_switch_env(ENVS[0], quick, deep), list(range(500_000, 500_060)), progress=False)
+    held_out = np.mean([e.deepthink_calls for e in episodes])
+    assert held_out == pytest.approx(limit, rel=0.35), held_out
+
+
+def test_calibration_targets_are_checked(lagrangian_switch):
+    model, config, quick, deep = lagrangian_switch
+    kw = dict(features=config.features, quick=quick, deepthink=deep, env_id=ENVS[0])
+    with pytest.raises(ConfigError, match="exactly one"):
+        calibrate_switch(model, **kw)
+    with pytest.raises(ConfigError, match="calls per episode"):
+        calibrate_switch(model, calls_per_episode=-1.0, **kw)
+    with pytest.raises(ConfigError, match="rate"):
+        calibrate_switch(model, rate=1.5, **kw)
 
 
 class _Greedy(SwitchRule):
