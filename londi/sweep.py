@@ -81,6 +81,8 @@ logger = logging.getLogger(__name__)
 CORE_METHODS: tuple[str, ...] = ("londi", "always-quick", "always-deepthink", "expert")
 #: Options that a grid entry may sweep (a number or a list of numbers), in cell-name order.
 SWEEP_KEYS: tuple[str, ...] = ("budget", "cost_limit", "cost", "rate", "threshold")
+#: A LONDI cell's trained switch, inside its cell folder (shared by cells with the same training config).
+SWITCH_DIR = "switch"
 #: Top-level keys of a sweep config.
 TOP_KEYS: tuple[str, ...] = ("name", "description", "env", "quick", "deepthink", "policy_factory", "episodes",
                              "seeds", "calibration_episodes", "train", "report", "grid")
@@ -438,6 +440,23 @@ def is_finished(folder: Path) -> bool:
         return False
 
 
+def _trained_switch(cells_root: Path, config: Any) -> Path | None:
+    """The ``switch`` folder of another cell whose finished training used exactly ``config``."""
+    from londi.io import read_json
+    from londi.train import CONFIG_FILE, MODEL_FILE, TrainConfig
+
+    wanted = config.to_dict()
+    for run_dir in sorted(cells_root.glob(f"*/{SWITCH_DIR}")):
+        if not (run_dir / MODEL_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
+            continue
+        try:
+            if TrainConfig.from_dict(read_json(run_dir / CONFIG_FILE)).to_dict() == wanted:
+                return run_dir
+        except Exception:  # an unreadable or foreign config: not a match
+            continue
+    return None
+
+
 def _build_method(cell: CellSpec, folder: Path, quick: Any, deepthink: Any) -> tuple[Any, dict[str, Any]]:
     from londi.evaluate import Method
     from londi.rules import AlwaysDeepthink, AlwaysQuick
@@ -448,11 +467,21 @@ def _build_method(cell: CellSpec, folder: Path, quick: Any, deepthink: Any) -> t
         from londi.train import TrainConfig, train_switch
 
         config = TrainConfig.from_dict(cell.train)
-        t0 = time.perf_counter()
-        model = train_switch(config, folder / "switch", quick=quick, deepthink=deepthink, progress=False)
-        model.get_env().close()  # evaluation builds its own env; stop this one's simulator now
-        extra["train"] = {"steps": config.steps, "wall_seconds": time.perf_counter() - t0,
-                          "run_dir": "switch"}
+        shared = _trained_switch(folder.parent, config)
+        if shared is not None:
+            # e.g. the same switch evaluated at its trained cost and at calibrated rates
+            from londi.train import load_switch
+
+            model, _ = load_switch(shared)
+            extra["train"] = {"steps": config.steps, "wall_seconds": 0.0,
+                              "run_dir": f"../{shared.parent.name}/{shared.name}", "shared": True}
+            logger.info("%s: uses the switch trained by %s (same training config)", cell.name, shared.parent.name)
+        else:
+            t0 = time.perf_counter()
+            model = train_switch(config, folder / SWITCH_DIR, quick=quick, deepthink=deepthink, progress=False)
+            model.get_env().close()  # evaluation builds its own env; stop this one's simulator now
+            extra["train"] = {"steps": config.steps, "wall_seconds": time.perf_counter() - t0,
+                              "run_dir": SWITCH_DIR}
         from londi.calibrated import learned_switch_rule
 
         rule = learned_switch_rule(model, config, quick=quick, deepthink=deepthink, env_id=cell.env, seed=cell.seed,

@@ -193,10 +193,10 @@ QUICK = ModelSpec(
     demo_episodes=600, dagger_rounds=0, dagger_episodes=0, dagger_beta=0.5,
     epochs_demo=4.0, epochs_round=0.0, lr=3e-3, augment="none", aux_weight=0.0, match_weight=0.0,
 )
-#: DEEPTHINK: four wider layers that read the last three steps, expert data plus DAgger rounds,
+#: DEEPTHINK: eight wider layers that read the last three steps, expert data plus DAgger rounds,
 #: and the two auxiliary heads that teach it to find the mission's object in the observation.
 DEEPTHINK = ModelSpec(
-    name="deepthink", hidden_size=192, num_layers=4, num_heads=6, intermediate_size=512, history_length=3,
+    name="deepthink", hidden_size=192, num_layers=8, num_heads=6, intermediate_size=512, history_length=3,
     demo_episodes=1500, dagger_rounds=2, dagger_episodes=500, dagger_beta=0.5,
     epochs_demo=3.0, epochs_round=1.0, lr=1e-3,
 )

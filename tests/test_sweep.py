@@ -152,6 +152,14 @@ def test_stopped_sweep_resumes_without_repeating_finished_cells(tmp_path):
         assert saved["method"] == cell.label and saved["seed"] == 0
     assert results["oracle__default__seed0"]["methods"]["oracle"]["oracle"] is True
     assert (out / "cells" / "londi__cost0.05__seed0" / "switch" / "model.zip").is_file()
+    # the same training config is trained once: londi-rate evaluates londi's switch at a calibrated rate
+    rated = results["londi-rate__cost0.05-rate0.3__seed0"]["methods"]["londi-rate"]
+    assert rated["train"]["shared"] is True and rated["train"]["run_dir"] == "../londi__cost0.05__seed0/switch"
+    assert not (out / "cells" / "londi-rate__cost0.05-rate0.3__seed0" / "switch").exists()
+    assert rated["calibration"]["target_rate"] == 0.3 and rated["offline_cost"][0]["episodes"] > 0
+    lag = results["londi-lag__cost_limit1-cost0__seed0"]["methods"]["londi-lag"]
+    assert lag["calibration"]["target_calls_per_episode"] == 1.0
+    assert "shared" not in lag["train"]  # another training config: its own switch
     assert results["heuristic__default__seed0"]["methods"]["heuristic"]["heuristic_triggers"]["failed actions"] > 0
     assert results["task-router__rate0.3__seed0"]["methods"]["task-router"]["task_matrix"]["tasks"] == ["GoToLocal"]
     cal = results["uncertainty__rate0.3__seed0"]["methods"]["uncertainty"]
