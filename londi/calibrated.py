@@ -50,8 +50,13 @@ logger = logging.getLogger(__name__)
 
 #: Relative tolerance on a calls-per-episode target during calibration.
 CALLS_TOLERANCE = 0.05
-#: Calibration episodes for a calls-per-episode target (more than for a rate: episode totals vary more).
-DEFAULT_LIMIT_CALIBRATION_EPISODES = 24
+#: Calibration episodes for a calls-per-episode target. Calls per episode vary a lot (a switch at
+#: 8 calls per episode on average made 0-31 on single episodes, standard deviation ~7), so the
+#: mean of n episodes is uncertain by ~7/sqrt(n) calls: 24 episodes leave ~18% of L = 8, 96 ~9%.
+#: The LM call cache makes the episodes cheap (~2 min for 8 rounds of 96 on the shipped pair).
+DEFAULT_LIMIT_CALIBRATION_EPISODES = 96
+#: Calibration rounds (thresholds measured) for a calls-per-episode target.
+LIMIT_CALIBRATION_ROUNDS = 8
 
 
 class CostCalibratedSwitch(ThresholdSwitch):
@@ -130,6 +135,7 @@ def calibrate_switch(
     try:
         calibrate_rule(rule, env, training_seeds(seed, n_cal, f"{name}-calibration"), target,
                        per_episode=per_episode, tolerance=CALLS_TOLERANCE if per_episode else 0.01,
+                       max_rounds=LIMIT_CALIBRATION_ROUNDS if per_episode else 6,
                        purpose=f"{name} calibration", progress=progress)
     finally:
         env.close()

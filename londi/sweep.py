@@ -468,7 +468,7 @@ def _build_method(cell: CellSpec, folder: Path, quick: Any, deepthink: Any) -> t
 
         config = TrainConfig.from_dict(cell.train)
         shared = _trained_switch(folder.parent, config)
-        if shared is not None:
+        if shared is not None and shared.parent != folder:
             # e.g. the same switch evaluated at its trained cost and at calibrated rates
             from londi.train import load_switch
 
