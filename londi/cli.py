@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="fixed threshold for the uncertainty and router baselines (instead of --rate)")
     p.add_argument("--calibration-episodes", type=_positive_int, default=None,
-                   help="training-seed episodes used to calibrate or train baselines (default: the baseline's)")
+                   help="training-seed episodes used to calibrate or train baselines (default: the baseline's), "
+                        "or to calibrate a trained switch (default 96 for a Lagrangian limit, 12 for --rate)")
     p.add_argument("--out", default=None, help="write results.json here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_lm_args(p)
