@@ -132,11 +132,11 @@ def calibrate_switch(
     env = build_switch_env(env_id, offline_quick, offline_deepthink, features=features, budget=budget,
                            env_kwargs=env_kwargs)
     target = float(calls_per_episode if per_episode else rate)  # type: ignore[arg-type]
+    # a rate uses calibrate_rule's own defaults, as the threshold baselines do
+    search = {"tolerance": CALLS_TOLERANCE, "max_rounds": LIMIT_CALIBRATION_ROUNDS} if per_episode else {}
     try:
         calibrate_rule(rule, env, training_seeds(seed, n_cal, f"{name}-calibration"), target,
-                       per_episode=per_episode, tolerance=CALLS_TOLERANCE if per_episode else 0.01,
-                       max_rounds=LIMIT_CALIBRATION_ROUNDS if per_episode else 6,
-                       purpose=f"{name} calibration", progress=progress)
+                       per_episode=per_episode, purpose=f"{name} calibration", progress=progress, **search)
     finally:
         env.close()
     assert rule.calibration is not None
