@@ -8,6 +8,11 @@ it on the same held-out episodes as the learned switch, and ``londi eval --metho
     :class:`RandomSwitch`: calls DEEPTHINK with probability ``rate`` at every step (``--rate``,
     default :data:`DEFAULT_RATE`). Its coin flips are seeded by the run seed and the episode's
     env seed, so the same episode gets the same choices in every process and order.
+``periodic``
+    :class:`PeriodicSwitch`: DEEPTHINK at evenly spaced steps, ``rate`` of them (``--rate``,
+    default :data:`DEFAULT_RATE`: every other step), starting with the first. The deterministic
+    twin of ``random``: on BabyAI-Text spreading the calls out in time is worth more than any
+    state cue the other rules read (docs/benchmarks.md).
 ``first-b``
     :class:`FirstBSwitch`: DEEPTHINK for the first ``B`` steps of every episode, then QUICK
     (``--budget B``, required): the naive way to spend a hard budget, for LONDI-B's budget sweep.
@@ -71,7 +76,9 @@ from londi.switch_env import DEEPTHINK, QUICK, SwitchEnv
 logger = logging.getLogger(__name__)
 
 #: Names accepted by :func:`make_baseline` (and ``londi eval --method``).
-BASELINES: tuple[str, ...] = ("random", "first-b", "heuristic", "uncertainty", "router", "task-router", "oracle")
+BASELINES: tuple[str, ...] = (
+    "random", "periodic", "first-b", "heuristic", "uncertainty", "router", "task-router", "oracle",
+)
 
 #: The call rate of ``random`` when no ``--rate`` is given.
 DEFAULT_RATE = 0.5
@@ -278,6 +285,41 @@ class RandomSwitch(SwitchRule):
             self._rng = _episode_rng(self.seed, env, self._seen)
         flip = self._rng.random() < self.rate  # always drawn, so the mask does not shift later flips
         return DEEPTHINK if flip and _can_call(obs) else QUICK
+
+
+class PeriodicSwitch(SwitchRule):
+    """Call DEEPTHINK at evenly spaced steps: a share ``rate`` of them, the first step included.
+
+    A running credit grows by ``rate`` each step and a call spends 1, so the calls fall every
+    ``1 / rate`` steps (steps 0, 2, 4, ... at 0.5; 0, 4, 8, ... at 0.25) and non-integer periods
+    alternate between the two nearest. A step where DEEPTHINK is masked (spent budget) is given
+    to QUICK and the call moves to the next step.
+
+    Args:
+        rate: the share of steps in [0, 1].
+    """
+
+    features = None
+
+    def __init__(self, *, rate: float = DEFAULT_RATE) -> None:
+        checked = _check_rate(rate)
+        if checked is None:
+            raise ConfigError("periodic needs a rate in [0, 1]")
+        self.rate = checked
+        self.name = "periodic"
+        self._credit = 0.0
+
+    def reset(self) -> None:
+        self._credit = 1.0 - self.rate if self.rate > 0 else 0.0
+
+    def choose(self, obs: dict[str, np.ndarray], env: SwitchEnv) -> int:
+        if env.accounting.steps == 0:
+            self.reset()  # also right when a caller forgets reset()
+        self._credit += self.rate
+        if self._credit >= 1.0 - 1e-9 and _can_call(obs):
+            self._credit -= 1.0
+            return DEEPTHINK
+        return QUICK
 
 
 class FirstBSwitch(SwitchRule):
@@ -1059,6 +1101,7 @@ class HindsightOracle(SwitchRule):
 #: Rule-specific options accepted in ``params`` by :func:`make_baseline`, per baseline.
 PARAMS: dict[str, tuple[str, ...]] = {
     "random": (),
+    "periodic": (),
     "first-b": (),
     "heuristic": ("fail_limit", "fail_window", "loop_window", "repeat_limit", "patience", "deepthink_steps"),
     "uncertainty": ("measure", "max_rounds", "tolerance"),
@@ -1176,6 +1219,8 @@ def make_baseline(
     rule: SwitchRule
     if name == "random":
         rule = RandomSwitch(rate=DEFAULT_RATE if rate is None else rate, seed=seed)
+    elif name == "periodic":
+        rule = PeriodicSwitch(rate=DEFAULT_RATE if rate is None else rate)
     elif name == "first-b":
         if budget is None:
             raise ConfigError("first-b needs a budget B (--budget B): DEEPTHINK acts on the first B steps")

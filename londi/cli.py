@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="run seed (default 0)")
     p.add_argument("--budget", type=_non_negative_int, default=None, help="hard cap on DEEPTHINK calls per episode")
     p.add_argument("--rate", type=float, default=None,
-                   help="target DEEPTHINK call rate (random, uncertainty, router and task-router baselines; "
+                   help="target DEEPTHINK call rate (random, periodic, uncertainty, router and task-router baselines; "
                         "for londi, the switch's cost weight is calibrated to it)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="evaluate a Lagrangian switch (--cost-limit) at its trained weight c + lambda instead of "
@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-lr", type=float, default=0.02)
     p.add_argument("--lagrangian-upper-bound", type=_non_negative_float, default=None)
     p.add_argument("--features", default=None,
-                   help="switch features: quick, goal, bow, minilm or a + combination (default: TrainConfig.features)")
+                   help="switch features: quick, choice, goal, bow, minilm or a + combination (default: TrainConfig.features)")
     p.add_argument("--steps", type=_positive_int, default=8000, help="training env steps (default 8000)")
     p.add_argument("--gamma", type=float, default=0.99, help="discount of the reward and cost values (default 0.99)")
     p.add_argument("--n-steps", type=_positive_int, default=None,

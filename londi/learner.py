@@ -134,8 +134,12 @@ class CostReplayBuffer(DictReplayBuffer):
 
 
 class RewardCostQNetwork(QNetwork):
-    """A Q-network with two heads of ``n_actions`` outputs: ``Q_r`` then ``Q_c``.
+    """Two Q-networks over the same features, ``n_actions`` outputs each: ``Q_r`` (``q_net``)
+    and ``Q_c`` (``cost_net``).
 
+    They share no hidden layer: the cost-to-go counts calls (up to ~20 on a BabyAI-Text
+    episode) while the reward values and the action gaps that matter lie within ~0.05 of each
+    other, so a shared trunk is shaped by the cost's errors and the reward gap drowns in them.
     ``forward`` returns the combined score ``Q_r - w * Q_c`` with masked actions pushed to a
     large negative value, so SB3's greedy ``_predict`` (argmax) honours the mask and the cost.
     ``w = c + lambda`` lives in a buffer, so it is saved and loaded with the weights.
@@ -144,19 +148,23 @@ class RewardCostQNetwork(QNetwork):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         n = int(self.action_space.n)
-        layers = []
-        last = self.features_dim
-        for width in self.net_arch:
-            layers += [nn.Linear(last, width), self.activation_fn()]
-            last = width
-        layers.append(nn.Linear(last, 2 * n))
-        self.q_net = nn.Sequential(*layers)
+
+        def mlp() -> nn.Sequential:
+            layers: list[nn.Module] = []
+            last = self.features_dim
+            for width in self.net_arch:
+                layers += [nn.Linear(last, width), self.activation_fn()]
+                last = width
+            layers.append(nn.Linear(last, n))
+            return nn.Sequential(*layers)
+
+        self.q_net = mlp()
+        self.cost_net = mlp()
         self.register_buffer("cost_weight", th.zeros(()))
 
     def reward_cost_values(self, obs: TensorDict) -> tuple[th.Tensor, th.Tensor]:
-        out = self.q_net(self.extract_features(obs, self.features_extractor))
-        n = int(self.action_space.n)
-        return out[:, :n], out[:, n:]
+        features = self.extract_features(obs, self.features_extractor)
+        return self.q_net(features), self.cost_net(features)
 
     def combined(self, q_r: th.Tensor, q_c: th.Tensor, obs: TensorDict) -> th.Tensor:
         score = q_r - self.cost_weight * q_c

@@ -108,6 +108,7 @@ def method_keys() -> dict[str, tuple[str, ...]]:
         "always-deepthink": ("budget",),
         "expert": (),
         "random": ("rate", "budget"),
+        "periodic": ("rate", "budget"),
         "first-b": ("budget",),
         "heuristic": ("budget",),
         "uncertainty": ("rate", "threshold", "budget"),
@@ -119,8 +120,8 @@ def method_keys() -> dict[str, tuple[str, ...]]:
 
 
 #: The methods a grid entry may name.
-METHODS: tuple[str, ...] = CORE_METHODS + ("random", "first-b", "heuristic", "uncertainty", "router", "task-router",
-                                           "oracle")
+METHODS: tuple[str, ...] = CORE_METHODS + ("random", "periodic", "first-b", "heuristic", "uncertainty", "router",
+                                           "task-router", "oracle")
 
 
 # ------------------------------------------------------------------------------------ config

@@ -43,7 +43,13 @@ from gymnasium import spaces
 
 from londi.agents.base import Decision, TextPolicy, seed_policy
 from londi.envs.base import TextObservation
-from londi.features import CONTEXT_DIM, FeatureEncoder, SwitchContext, make_features
+from londi.features import (
+    CONTEXT_DIM,
+    SINCE_DEEPTHINK_CAP,
+    FeatureEncoder,
+    SwitchContext,
+    make_features,
+)
 from londi.meter import CallRecord, device_timer
 
 logger = logging.getLogger(__name__)
@@ -150,6 +156,7 @@ class SwitchEnv(gym.Env):
         self._quick_decision: Decision | None = None
         self._acc = EpisodeAccounting()
         self._obs_unchanged = False
+        self._since_deepthink = SINCE_DEEPTHINK_CAP
         self._pending_switch_seconds = 0.0
 
     # ------------------------------------------------------------------ properties
@@ -237,6 +244,7 @@ class SwitchEnv(gym.Env):
                 step_frac=min(self._acc.steps / self.episode_max_steps(), 1.0),
                 budget_frac=float(budget_frac),
                 obs_unchanged=float(self._obs_unchanged),
+                since_deepthink=min(self._since_deepthink, SINCE_DEEPTHINK_CAP) / SINCE_DEEPTHINK_CAP,
             )
             parts.append(ctx.to_array())
             features = np.concatenate(parts).astype(np.float32)
@@ -270,6 +278,9 @@ class SwitchEnv(gym.Env):
         self._acc = EpisodeAccounting()
         self._text_obs = None
         self._quick_decision = None
+        # "long ago" at the start, so that 0 means only "DEEPTHINK just acted" (a switch that
+        # calls at step 0 must not read the next step as the same situation)
+        self._since_deepthink = SINCE_DEEPTHINK_CAP
 
     def observe(self, text_obs: TextObservation) -> dict[str, np.ndarray]:
         """Take the current state: consult QUICK if the features need it; return the switch observation."""
@@ -315,6 +326,7 @@ class SwitchEnv(gym.Env):
         """Book the step's reward once the game has executed the action."""
         self._acc.steps += 1
         self._acc.env_return += float(reward)
+        self._since_deepthink = 0 if choice == DEEPTHINK else self._since_deepthink + 1
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

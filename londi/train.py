@@ -48,11 +48,12 @@ class TrainConfig:
     """QUICK model: a shipped name or a checkpoint folder."""
     deepthink: str = "deepthink"
     """DEEPTHINK model: a shipped name or a checkpoint folder."""
-    features: str = "quick+goal"
-    """Switch features: quick, goal, bow, minilm, or a '+' combination. QUICK's own signals
+    features: str = "quick+goal+choice"
+    """Switch features: quick, choice, goal, bow, minilm, or a '+' combination. QUICK's own signals
     (entropy, margin, hidden state) alone left the shipped pair's switch calling DEEPTHINK almost
-    nowhere; adding where the goal shows up in the observation gave it the cue QUICK misses
-    (docs/benchmarks.md, "n-step targets and goal features")."""
+    nowhere; where the goal shows up in the observation gave it the cue QUICK misses, and the
+    action QUICK proposes (``choice``) the one it needs to overrule a bad draw (docs/benchmarks.md,
+    "The learner")."""
     cost: float = 0.02
     """Per-call cost c of DEEPTHINK, in reward units (>= 0)."""
     budget: int | None = None

@@ -16,6 +16,7 @@ from londi.baselines import (
     HeuristicSwitch,
     HindsightOracle,
     LogisticRegression,
+    PeriodicSwitch,
     RandomSwitch,
     TaskRouter,
     UncertaintySwitch,
@@ -61,6 +62,40 @@ def test_random_hits_its_rate_and_is_reproducible(controlled_pair):
     assert [e.deepthink_calls for e in eps] != [e.deepthink_calls for e in other]
     assert call_frac(run_rule(RandomSwitch(rate=0.0), env, seeds[:3], progress=False)) == 0.0
     assert call_frac(run_rule(RandomSwitch(rate=1.0), env, seeds[:3], progress=False)) == 1.0
+
+
+def _called_steps(rule, env, seed: int) -> tuple[list[int], int]:
+    obs, _ = env.reset(seed=seed)
+    rule.reset()
+    called, t, done = [], 0, False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(rule.choose(obs, env))
+        if info["choice"] == "deepthink":
+            called.append(t)
+        t, done = t + 1, terminated or truncated
+    return called, t
+
+
+@pytest.mark.parametrize("rate, period", [(0.5, 2), (0.25, 4), (1 / 3, 3), (1.0, 1)])
+def test_periodic_calls_every_period_from_the_first_step(controlled_pair, rate, period):
+    quick, deep = controlled_pair
+    env = build_switch_env(ENV, quick, deep, features=None)
+    rule = make_baseline("periodic", quick=quick, deepthink=deep, rate=rate).rule
+    assert isinstance(rule, PeriodicSwitch)
+    for seed in heldout_seeds(0, 4):
+        called, steps = _called_steps(rule, env, seed)
+        assert called == list(range(0, steps, period))
+
+
+def test_periodic_respects_the_budget_and_rate_zero(controlled_pair):
+    quick, deep = controlled_pair
+    env = build_switch_env(ENV, quick, deep, features=None, budget=2)
+    for seed in heldout_seeds(0, 4):
+        called, steps = _called_steps(PeriodicSwitch(rate=0.5), env, seed)
+        assert called == [0, 2][: (steps + 1) // 2]
+        assert _called_steps(PeriodicSwitch(rate=0.0), env, seed)[0] == []
+    with pytest.raises(ConfigError):
+        PeriodicSwitch(rate=1.5)
 
 
 def test_first_b_calls_on_the_first_b_steps(controlled_pair):

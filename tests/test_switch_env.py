@@ -131,3 +131,45 @@ def test_goal_features_find_the_goal_line():
     # the best line's other words ("1 step right") are hashed in; the unseen case has none
     assert np.abs(seen[3:]).sum() > 0
     assert make_features("quick+goal").dim == make_features("quick").dim + enc.dim - 8 + 32
+
+
+def test_choice_features_describe_quicks_proposed_action():
+    from londi.agents.base import CallRecord, Decision
+    from londi.envs.base import TextObservation
+    from londi.features import ChoiceFeatures
+
+    enc = ChoiceFeatures(n_features=8)
+    obs = TextObservation(goal="pick up the red ball", text="You see a red ball 1 step forward",
+                          admissible_actions=("turn left", "go forward", "pick up"))
+
+    def encode(action, probs):
+        return enc.encode(obs, Decision(action=action, record=CallRecord(model="q"), probs=np.array(probs)))
+
+    best = encode("go forward", [0.2, 0.7, 0.1])
+    worst = encode("pick up", [0.2, 0.7, 0.1])
+    assert best.shape == (enc.dim,) == (12,)
+    assert best[:3].tolist() == pytest.approx([0.7, 1.0, 0.0])
+    assert worst[:3].tolist() == pytest.approx([0.1, 0.0, 1.0])
+    assert worst[3] == pytest.approx(1 / 3) and best[3] == 0.0  # "pick" is one of {pick, red, ball}
+    assert not np.allclose(best[4:], worst[4:])  # the action's words are hashed in
+    # no distribution: the proposal counts as QUICK's sure choice
+    assert enc.encode(obs, Decision(action="turn left", record=CallRecord(model="q")))[:3].tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError):
+        enc.encode(obs, None)
+
+
+def test_since_deepthink_context_feature_counts_steps_since_deepthink_acted(controlled_pair):
+    from londi.features import SINCE_DEEPTHINK_CAP
+
+    env = make(controlled_pair, features="quick")
+    obs, _ = env.reset(seed=3)
+    seen = [obs["features"][-1]]
+    for a in (QUICK, DEEPTHINK, QUICK, QUICK, DEEPTHINK):
+        obs, _, term, trunc, _ = env.step(a)
+        assert not (term or trunc)
+        seen.append(obs["features"][-1])
+    cap = SINCE_DEEPTHINK_CAP
+    # 1 before DEEPTHINK has acted in the episode, then steps since its last action / cap
+    assert seen == pytest.approx([1.0, 1.0, 0.0, 1 / cap, 2 / cap, 0.0])
+    obs, _ = env.reset(seed=4)
+    assert obs["features"][-1] == 1.0
