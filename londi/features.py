@@ -215,8 +215,8 @@ class ChoiceFeatures(FeatureEncoder):
     executed, so it should see that action, not only how flat QUICK's distribution is.
 
     A sampling LM that is right on average still draws a poor action now and then; the draw is
-    visible before anything is executed (the hindsight oracle's advantage is largely in seeing
-    it). The encoder returns: the proposed action's probability under QUICK, whether it is
+    visible before anything is executed (the hindsight oracle decides on exactly that draw).
+    The encoder returns: the proposed action's probability under QUICK, whether it is
     QUICK's most likely action, its rank among the admissible actions (0 = most likely, 1 =
     least), the share of the goal's content words in the action, and a signed hashing bag of the
     action's words. A QUICK without a distribution gives probability 1 and rank 0.
