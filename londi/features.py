@@ -124,6 +124,13 @@ class QuickFeatures(FeatureEncoder):
 _WORD = re.compile(r"[a-z0-9]+")
 
 
+def _add_signed_hash(out: np.ndarray, key: str) -> None:
+    """Add +-1 for ``key`` at its hashed slot of ``out`` (the sign from another bit of the hash,
+    so collisions cancel on average instead of piling up)."""
+    h = zlib.crc32(key.encode())
+    out[h % len(out)] += 1.0 if (h >> 31) & 1 else -1.0
+
+
 class HashingBagOfWords(FeatureEncoder):
     """Hashing bag of words and bigrams of the goal and observation, L2-normalised.
 
@@ -151,14 +158,18 @@ class HashingBagOfWords(FeatureEncoder):
             if self.bigrams:
                 grams += [f"{field_name}:{a}_{b}" for a, b in zip(words, words[1:])]
             for g in grams:
-                h = zlib.crc32(g.encode())
-                out[h % self.n_features] += 1.0 if (h >> 31) & 1 else -1.0
+                _add_signed_hash(out, g)
         norm = float(np.linalg.norm(out))
         return out / norm if norm > 0 else out
 
 
 _STOP_WORDS = frozenset({"a", "an", "the", "to", "of", "in", "on", "and", "go", "you", "your", "is", "it", "with", "up"})
 _LINE_SPLIT = re.compile(r"[\n.;]+")
+
+
+def _goal_words(goal: str) -> set[str]:
+    """The goal's content words (stop words dropped)."""
+    return {w for w in _WORD.findall(goal.lower()) if w not in _STOP_WORDS}
 
 
 class GoalGroundingFeatures(FeatureEncoder):
@@ -190,7 +201,7 @@ class GoalGroundingFeatures(FeatureEncoder):
 
     def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
         out = np.zeros(self.dim, np.float32)
-        goal = {w for w in _WORD.findall(obs.goal.lower()) if w not in _STOP_WORDS}
+        goal = _goal_words(obs.goal)
         if not goal:
             return out
         text = obs.text.lower()
@@ -203,10 +214,10 @@ class GoalGroundingFeatures(FeatureEncoder):
                 best_share, best_words = share, words
         out[1] = best_share
         out[2] = float(best_share == 1.0)
-        for w in best_words:
-            if self.n_features and w not in goal:
-                h = zlib.crc32(f"l:{w}".encode())
-                out[3 + h % self.n_features] += 1.0 if (h >> 31) & 1 else -1.0
+        if self.n_features:
+            for w in best_words:
+                if w not in goal:
+                    _add_signed_hash(out[3:], f"l:{w}")
         return out
 
 
@@ -251,13 +262,12 @@ class ChoiceFeatures(FeatureEncoder):
             if len(probs) > 1:
                 out[2] = float((probs > p).sum()) / (len(probs) - 1)
         words = _WORD.findall(quick.action.lower())
-        goal = {w for w in _WORD.findall(obs.goal.lower()) if w not in _STOP_WORDS}
+        goal = _goal_words(obs.goal)
         if goal:
             out[3] = len(goal & set(words)) / len(goal)
-        for w in words:
-            if self.n_features:
-                h = zlib.crc32(f"a:{w}".encode())
-                out[4 + h % self.n_features] += 1.0 if (h >> 31) & 1 else -1.0
+        if self.n_features:
+            for w in words:
+                _add_signed_hash(out[4:], f"a:{w}")
         return out
 
 
