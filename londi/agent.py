@@ -13,6 +13,7 @@ step's accounting. The per-step logic is exactly :class:`~londi.switch_env.Switc
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,12 +73,17 @@ class LondiAgent:
         self._started = False
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, quick: TextPolicy, deepthink: TextPolicy,
-                 budget: int | None = None, max_steps: int = 64) -> LondiAgent:
-        """Load the switch trained by ``londi train --out RUN_DIR`` (its budget unless overridden)."""
-        from londi.train import load_switch
+    def from_run(cls, run_dir: str | Path | Sequence[str | Path], *, quick: TextPolicy, deepthink: TextPolicy,
+                 budget: int | None = None, max_steps: int = 64, call_cost: float | None = None) -> LondiAgent:
+        """Load the switch trained by ``londi train --out RUN_DIR`` (its budget unless overridden).
 
-        model, config = load_switch(run_dir)
+        ``run_dir`` may name several run folders (a sequence, or ``"RUN1,RUN2"``): an ensemble
+        acting on their mean values (:class:`~londi.ensemble.SwitchEnsemble`). ``call_cost``: act
+        at this per-call cost instead of the trained one.
+        """
+        from londi.train import load_switches
+
+        model, config = load_switches(run_dir, call_cost=call_cost)
         return cls(quick, deepthink, LearnedSwitch(model, features=config.features),
                    budget=config.budget if budget is None else budget, max_steps=max_steps)
 

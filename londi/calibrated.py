@@ -60,8 +60,9 @@ LIMIT_CALIBRATION_ROUNDS = 8
 
 
 class CostCalibratedSwitch(ThresholdSwitch):
-    """A trained :class:`~londi.learner.LondiDQN` that escalates where a state's break-even cost
-    weight ``dQ_r / dQ_c`` exceeds the threshold ``w`` (see the module docstring).
+    """A trained :class:`~londi.learner.LondiDQN` (or :class:`~londi.ensemble.SwitchEnsemble`)
+    that escalates where a state's break-even cost weight ``dQ_r / dQ_c`` exceeds the threshold
+    ``w`` (see the module docstring).
 
     Args:
         model: the trained learner.
@@ -82,13 +83,9 @@ class CostCalibratedSwitch(ThresholdSwitch):
 
     def break_even_weight(self, obs: dict[str, np.ndarray]) -> float:
         """``dQ_r / dQ_c`` of this state (``+inf``/``-inf`` where a call adds no expected cost)."""
-        import torch as th
-
-        tensor, _ = self.model.policy.obs_to_tensor(obs)
-        with th.no_grad():
-            q_r, q_c = self.model.policy.q_net.reward_cost_values(tensor)
-        d_r = float(q_r[0, DEEPTHINK] - q_r[0, QUICK])
-        d_c = float(q_c[0, DEEPTHINK] - q_c[0, QUICK])
+        q_r, q_c = self.model.values(obs)
+        d_r = float(q_r[DEEPTHINK] - q_r[QUICK])
+        d_c = float(q_c[DEEPTHINK] - q_c[QUICK])
         if d_c > 1e-9:
             return d_r / d_c
         return math.inf if d_r > 0 else -math.inf

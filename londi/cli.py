@@ -67,14 +67,14 @@ def build_method(name: str, args: argparse.Namespace, quick: Any, deepthink: Any
     if name == "always-deepthink":
         return Method(AlwaysDeepthink(), quick, deepthink, budget)
     if name == "londi":
-        from londi.train import load_switch
+        from londi.train import load_switches
 
         if not args.switch:
             raise LondiError("--method londi needs --switch RUN_DIR (a folder written by `londi train`)")
         from londi.calibrated import learned_switch_rule
         from londi.envs import DEFAULT_ENV_ID
 
-        model, config = load_switch(args.switch)
+        model, config = load_switches(args.switch, call_cost=getattr(args, "cost", None))
         if budget is None:
             budget = config.budget
         rule = learned_switch_rule(
@@ -103,11 +103,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if n not in valid:
             raise UnknownChoiceError("method", n, valid)
     if "londi" in names:  # fail on a bad run folder before loading any model
-        from londi.train import load_switch
+        from londi.train import load_switches
 
         if not args.switch:
             raise LondiError("--method londi needs --switch RUN_DIR (a folder written by `londi train`)")
-        load_switch(args.switch)
+        load_switches(args.switch)
+    elif getattr(args, "cost", None) is not None:
+        raise LondiError("--cost sets the cost a trained switch acts at: it needs --method londi")
     needs_lms = any(n != "expert" for n in names)
     quick = deepthink = None
     if needs_lms:
@@ -268,7 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=None, help="env id (default: the demo's env)")
     p.add_argument("--method", required=True,
                    help="method(s), comma-separated: " + ", ".join(CORE_METHODS) + " and the baselines")
-    p.add_argument("--switch", default=None, help="run folder of a trained switch (for --method londi)")
+    p.add_argument("--switch", default=None,
+                   help="run folder of a trained switch (for --method londi), or several comma-separated: an "
+                        "ensemble of switches trained alike with different seeds, acting on their mean values")
+    p.add_argument("--cost", type=_non_negative_float, default=None,
+                   help="per-call cost c the switch acts at (default: its trained c); the reward and cost values "
+                        "are learned apart, so c changes without retraining")
     p.add_argument("--episodes", type=_positive_int, default=200, help="held-out episodes (default 200)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="run seed (default 0)")
     p.add_argument("--budget", type=_non_negative_int, default=None, help="hard cap on DEEPTHINK calls per episode")

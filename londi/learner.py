@@ -293,6 +293,13 @@ class LondiDQN(DQN):
         return self.call_cost + self.lagrangian_multiplier
 
     # ------------------------------------------------------------------ acting
+    def values(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``Q_r(s, .)`` and ``Q_c(s, .)`` of one (unbatched) observation, each of shape ``(2,)``."""
+        tensor, _ = self.policy.obs_to_tensor(observation)
+        with th.no_grad():
+            q_r, q_c = self.policy.q_net.reward_cost_values(tensor)
+        return q_r[0].cpu().numpy(), q_c[0].cpu().numpy()
+
     def _masked_random(self, mask: np.ndarray) -> np.ndarray:
         out = []
         for row in mask:

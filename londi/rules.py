@@ -57,7 +57,8 @@ class AlwaysDeepthink(SwitchRule):
 
 
 class LearnedSwitch(SwitchRule):
-    """A trained :class:`~londi.learner.LondiDQN`, acting greedily.
+    """A trained :class:`~londi.learner.LondiDQN` (or :class:`~londi.ensemble.SwitchEnsemble`),
+    acting greedily.
 
     Args:
         model: the trained learner.

@@ -17,6 +17,7 @@ import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from londi.envs import DEFAULT_ENV_ID, env_ids
 from londi.errors import ConfigError, LondiError, UnknownChoiceError
 from londi.features import ENCODERS
 from londi.io import atomic_write_bytes, atomic_write_json, read_json
+from londi.ensemble import SwitchEnsemble
 from londi.learner import LondiDQN
 
 logger = logging.getLogger(__name__)
@@ -333,4 +335,44 @@ def load_switch(run_dir: str | Path) -> tuple[LondiDQN, TrainConfig]:
     return model, config
 
 
-__all__ = ["TrainConfig", "default_run_dir", "load_switch", "save_checkpoint", "train_switch"]
+#: Config fields that may differ between the members of an ensemble.
+_MEMBER_FIELDS = ("seed", "checkpoint_every")
+
+
+def load_switches(run_dirs: str | Path | Sequence[str | Path], *,
+                  call_cost: float | None = None) -> tuple[LondiDQN | SwitchEnsemble, TrainConfig]:
+    """Load one trained switch, or several as a :class:`~londi.ensemble.SwitchEnsemble`.
+
+    Args:
+        run_dirs: a run folder, several as ``"RUN1,RUN2"``, or a sequence of folders. Members
+            must have been trained with the same config except ``seed`` (a clear error says
+            which field differs).
+        call_cost: act at this per-call cost ``c`` instead of the trained one (the reward and
+            cost values are learned apart, so ``c`` can change without retraining).
+
+    Returns:
+        The switch (a :class:`LondiDQN` for one folder, else the ensemble) and the first
+        member's config.
+    """
+    if isinstance(run_dirs, (str, Path)):
+        dirs = [d.strip() for d in str(run_dirs).split(",") if d.strip()]
+    else:
+        dirs = [str(d) for d in run_dirs]
+    if not dirs:
+        raise LondiError("no switch run folder given")
+    if call_cost is not None and not (math.isfinite(call_cost) and call_cost >= 0):
+        raise ConfigError(f"call_cost must be a finite number >= 0, got {call_cost!r}")
+    loaded = [load_switch(d) for d in dirs]
+    config = loaded[0][1]
+    for d, (_, other) in zip(dirs[1:], loaded[1:]):
+        for f in fields(TrainConfig):
+            if f.name not in _MEMBER_FIELDS and getattr(other, f.name) != getattr(config, f.name):
+                raise ConfigError(f"ensemble members differ in {f.name!r}: {getattr(config, f.name)!r} in "
+                                  f"{dirs[0]}, {getattr(other, f.name)!r} in {d}")
+    switch: LondiDQN | SwitchEnsemble = loaded[0][0] if len(loaded) == 1 else SwitchEnsemble([m for m, _ in loaded])
+    if call_cost is not None:
+        switch.set_call_cost(call_cost)
+    return switch, config
+
+
+__all__ = ["TrainConfig", "default_run_dir", "load_switch", "load_switches", "save_checkpoint", "train_switch"]
