@@ -16,8 +16,8 @@ import os
 import pickle
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,11 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 
+from londi.ensemble import SwitchEnsemble
 from londi.envs import DEFAULT_ENV_ID, env_ids
 from londi.errors import ConfigError, LondiError, UnknownChoiceError
 from londi.features import ENCODERS
 from londi.io import atomic_write_bytes, atomic_write_json, read_json
-from londi.ensemble import SwitchEnsemble
 from londi.learner import LondiDQN
 
 logger = logging.getLogger(__name__)

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from londi.agents import load_policy
+
     from londi.evaluate import Method, evaluate_methods, format_table
     from londi.io import atomic_write_json
     from londi.rules import AlwaysDeepthink, AlwaysQuick, LearnedSwitch

@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
+from londi.agent import LondiAgent
 from londi.calibrated import CostCalibratedSwitch
 from londi.cli import main
 from londi.ensemble import SwitchEnsemble
+from londi.envs import make_env
 from londi.errors import ConfigError
 from londi.evaluate import build_switch_env
 from londi.rules import LearnedSwitch
@@ -102,7 +104,7 @@ def test_members_trained_differently_are_refused(members, tmp_path):
 
 def test_cli_eval_with_an_ensemble_and_a_cost(members, tmp_path, capsys, monkeypatch):
     dirs, quick, deep = members
-    import londi.cli as cli
+    from londi import cli
 
     monkeypatch.setattr(cli, "load_pair", lambda args: (quick, deep))
     out = tmp_path / "r.json"
@@ -119,9 +121,6 @@ def test_cli_eval_with_an_ensemble_and_a_cost(members, tmp_path, capsys, monkeyp
 def test_londi_agent_runs_an_ensemble_in_a_plain_game_loop(members):
     """``LondiAgent.from_run`` with several folders, a budget and a cost: admissible actions,
     the cap held, every step metered."""
-    from londi.agent import LondiAgent
-    from londi.envs import make_env
-
     dirs, quick, deep = members
     agent = LondiAgent.from_run(dirs, quick=quick, deepthink=deep, budget=2, call_cost=0.0)
     assert isinstance(agent.switch.model, SwitchEnsemble)
