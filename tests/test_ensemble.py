@@ -3,12 +3,12 @@ import json
 
 import numpy as np
 import pytest
+from londi.envs import make_env
 
 from londi.agent import LondiAgent
 from londi.calibrated import CostCalibratedSwitch
 from londi.cli import main
 from londi.ensemble import SwitchEnsemble
-from londi.envs import make_env
 from londi.errors import ConfigError
 from londi.evaluate import build_switch_env
 from londi.rules import LearnedSwitch
