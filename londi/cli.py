@@ -143,6 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cost=args.cost, budget=args.budget, cost_limit=args.cost_limit, steps=args.steps, seed=args.seed,
         lagrangian_multiplier_init=args.lagrangian_multiplier_init, lambda_lr=args.lambda_lr,
         lagrangian_upper_bound=args.lagrangian_upper_bound, gamma=args.gamma,
+        select_every=args.select_every, select_episodes=args.select_episodes,
         **{k: v for k, v in (("features", args.features), ("n_steps", args.n_steps)) if v is not None},
     ).validate()
     run_dir = Path(args.out) if args.out else default_run_dir(config)
@@ -310,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=0.99, help="discount of the reward and cost values (default 0.99)")
     p.add_argument("--n-steps", type=_positive_int, default=None,
                    help="n-step targets for the switch's values (default: TrainConfig.n_steps)")
+    p.add_argument("--select-every", type=_non_negative_int, default=None,
+                   help="evaluate the greedy switch every N steps on selection episodes and keep the best "
+                        "weights (default 2000, and 0 with --cost-limit; 0: keep the last; see londi.selection)")
+    p.add_argument("--select-episodes", type=_positive_int, default=120,
+                   help="selection episodes per evaluation (default 120)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/<env>__<method>__<seed>__<time>)")
     p.add_argument("--no-progress", action="store_true")

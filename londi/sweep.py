@@ -586,6 +586,22 @@ class SweepSummary:
         return not self.failed and not self.remaining
 
 
+def _with_full_train(cell_config: dict[str, Any]) -> dict[str, Any]:
+    """``cell_config`` with its ``train`` entry read as a :class:`~londi.train.TrainConfig`, so that
+    a cell written before a TrainConfig field existed compares by what it ran (the field's
+    meaning for old files, see ``TrainConfig.from_dict``)."""
+    from londi.train import TrainConfig
+
+    train = cell_config.get("train")
+    if not isinstance(train, dict):
+        return cell_config
+    try:
+        full = TrainConfig.from_dict(train).to_dict()
+    except (LondiError, TypeError, ValueError):  # a foreign or broken entry: compared as written
+        return cell_config
+    return {**cell_config, "train": full}
+
+
 def _check_existing(config: SweepConfig, out: Path) -> None:
     """Fail early if a cell folder holds a config that differs from this sweep's."""
     from londi.io import read_json
@@ -594,8 +610,8 @@ def _check_existing(config: SweepConfig, out: Path) -> None:
         path = cell_dir(out, cell) / CONFIG_FILE
         if not path.is_file():
             continue
-        saved = read_json(path)
-        new = cell.to_config()
+        saved = _with_full_train(read_json(path))
+        new = _with_full_train(cell.to_config())
         if saved != new:
             keys = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
             raise ConfigError(f"{path.parent} was run with another config (differs in: {', '.join(keys)}); "

@@ -32,12 +32,15 @@ from londi.errors import ConfigError, LondiError, UnknownChoiceError
 from londi.features import ENCODERS
 from londi.io import atomic_write_bytes, atomic_write_json, read_json
 from londi.learner import LondiDQN
+from londi.selection import LAST_MODEL_FILE, SELECTION_PURPOSE, BestSwitchCallback, finish_selection
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.zip"
 CHECKPOINT_DIR = "checkpoint"
+#: ``TrainConfig.select_every`` for runs with a per-call cost or a hard budget.
+DEFAULT_SELECT_EVERY = 2000
 
 
 @dataclass
@@ -100,6 +103,21 @@ class TrainConfig:
     """Hidden layer widths of the Q-network."""
     checkpoint_every: int = 2000
     """Env steps between resumable checkpoints (0: none)."""
+    select_every: int | None = None
+    """Env steps between evaluations of the greedy switch on selection episodes; the run keeps
+    the weights with the best objective (mean return - c * calls) as ``model.zip`` and the last
+    ones as ``last_model.zip`` (see :mod:`londi.selection`). ``None`` (the default) means 2000
+    for a run with a per-call cost or a hard budget and 0 for a Lagrangian limit (its weight
+    moves during training and is calibrated afterwards); 0 keeps the last weights. A run of at
+    most this many steps has one candidate and keeps it without selection episodes. Config
+    files written before this field existed load with 0, which is how they ran."""
+    select_episodes: int = 120
+    """Selection episodes per evaluation (env seeds below the held-out block, the same each time).
+    With 60 episodes every 1000 steps the pick was noisier, with more calls (docs/benchmarks.md)."""
+
+    def __post_init__(self) -> None:
+        if self.select_every is None:
+            self.select_every = 0 if self.cost_limit is not None else DEFAULT_SELECT_EVERY
 
     def validate(self) -> TrainConfig:
         ids = env_ids()
@@ -128,8 +146,14 @@ class TrainConfig:
         for name in ("buffer_size", "batch_size", "train_freq", "target_update_interval", "n_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.learning_starts < 0 or self.checkpoint_every < 0:
-            raise ConfigError("learning_starts and checkpoint_every must be >= 0")
+        if self.learning_starts < 0 or self.checkpoint_every < 0 or self.select_every < 0:
+            raise ConfigError("learning_starts, checkpoint_every and select_every must be >= 0")
+        if self.select_episodes <= 0:
+            raise ConfigError(f"select_episodes must be positive, got {self.select_episodes}")
+        if self.select_every and self.cost_limit is not None:
+            raise ConfigError("select_every > 0 does not combine with cost_limit: a Lagrangian switch's weight c + lambda "
+                              "moves during training and is calibrated to the limit afterwards, so there is no fixed "
+                              "objective to select on")
         if not 0 < self.gamma <= 1 or not 0 < self.exploration_fraction <= 1:
             raise ConfigError("gamma and exploration_fraction must be in (0, 1]")
         return self
@@ -151,6 +175,8 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise UnknownChoiceError("config field", unknown[0], known)
+        data = dict(data)
+        data.setdefault("select_every", 0)  # written before selection existed: ran without it
         return cls(**data)
 
 
@@ -275,6 +301,7 @@ def train_switch(
     config's names). Running the same command again after a crash resumes from the last
     checkpoint in ``run_dir``; a finished run (``model.zip`` present) is loaded, not retrained.
     """
+    from londi.baselines import training_seeds
     from londi.evaluate import build_switch_env
 
     config.validate()
@@ -308,15 +335,30 @@ def train_switch(
     callbacks: list[BaseCallback] = []
     if progress:
         callbacks.append(TqdmCallback(config.steps, initial=done))
+    selection = None
+    if config.select_every and config.steps > config.select_every:
+        # before the checkpoint, so that a checkpoint never precedes the evaluation of its step
+        selection = BestSwitchCallback(
+            run_dir=run_dir, env_id=config.env, features=config.features, budget=config.budget,
+            weight=config.cost, quick=quick, deepthink=deepthink, every=config.select_every,
+            seeds=training_seeds(config.seed, config.select_episodes, SELECTION_PURPOSE), progress=progress)
+        callbacks.append(selection)
     if config.checkpoint_every:
         callbacks.append(ResumableCheckpoint(ckpt, config.checkpoint_every))
     remaining = config.steps - done
     if remaining > 0:
         model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=done == 0, log_interval=10)
-    tmp = run_dir / ".model.zip.tmp"
+    elif selection is not None:  # resumed after the last step: the last weights still need judging
+        selection.init_callback(model)
+        selection.on_training_end()
+    last = LAST_MODEL_FILE if selection is not None else MODEL_FILE
+    tmp = run_dir / f".{last}.tmp"
     model.save(tmp)
-    os.replace(tmp, run_dir / MODEL_FILE)
-    return model
+    os.replace(tmp, run_dir / last)
+    if selection is None:
+        return model
+    finish_selection(run_dir)
+    return LondiDQN.load(run_dir / MODEL_FILE, env=env)
 
 
 def load_switch(run_dir: str | Path) -> tuple[LondiDQN, TrainConfig]:
@@ -336,7 +378,7 @@ def load_switch(run_dir: str | Path) -> tuple[LondiDQN, TrainConfig]:
 
 
 #: Config fields that may differ between the members of an ensemble.
-_MEMBER_FIELDS = ("seed", "checkpoint_every")
+_MEMBER_FIELDS = ("seed", "checkpoint_every", "select_every", "select_episodes")
 
 
 def load_switches(run_dirs: str | Path | Sequence[str | Path], *,

@@ -234,3 +234,23 @@ def test_cli_sweep(tmp_path, capsys):
     bad.write_text(json.dumps(tiny(grid=[{"method": "londi", "cost": -0.1}])))
     assert main(["sweep", str(bad), "--out", str(out)]) == 2
     assert "cost must be >= 0" in capsys.readouterr().err
+
+
+def test_cells_written_before_a_train_field_existed_compare_by_what_they_ran(tmp_path):
+    """A cell folder whose ``train`` lacks ``select_every`` ran without selection: it matches a
+    Lagrangian cell (no selection now either) and is refused for a per-cost cell (selection now)."""
+    from londi.sweep import CONFIG_FILE, _check_existing, cell_dir
+
+    for entry, matches in (({"method": "londi", "cost_limit": 2.0}, True), ({"method": "londi", "cost": 0.1}, False)):
+        config = load_config(tiny(grid=[entry], train={"steps": 50}))
+        out = tmp_path / str(matches)
+        (cell,) = config.cells
+        old = cell.to_config()
+        del old["train"]["select_every"], old["train"]["select_episodes"]
+        cell_dir(out, cell).mkdir(parents=True)
+        (cell_dir(out, cell) / CONFIG_FILE).write_text(json.dumps(old))
+        if matches:
+            _check_existing(config, out)
+        else:
+            with pytest.raises(ConfigError, match="differs in: train"):
+                _check_existing(config, out)
