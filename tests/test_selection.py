@@ -1,4 +1,12 @@
 """Keeping the best switch on selection episodes (londi.selection)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -80,3 +88,30 @@ def test_a_run_no_longer_than_the_interval_keeps_its_only_candidate(controlled_p
     train_switch(config, tmp_path / "run", quick=quick, deepthink=deep, progress=False)
     assert (tmp_path / "run" / "model.zip").is_file()
     assert not (tmp_path / "run" / "selection.json").exists() and not (tmp_path / "run" / "best_model.zip").exists()
+
+
+def test_selection_resumes_after_sigkill_without_repeating_evaluations(tmp_path):
+    run = tmp_path / "run"
+    child = [sys.executable, str(Path(__file__).with_name("_train_child.py")), str(run), "1200", "400", "3"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(child, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["num_timesteps"] >= 600:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the child finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [e["step"] for e in read_json(run / "selection.json")["evaluations"]][:1] == [400]
+    out = subprocess.run(child, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    saved = read_json(run / "selection.json")
+    assert [e["step"] for e in saved["evaluations"]] == [400, 800, 1200]  # each step judged once
+    assert saved["offline_cost"]["episodes"] == 9
+    loaded, _ = load_switch(run)
+    kept = LondiDQN.load(run / "best_model.zip")
+    for a, b in zip(_params(loaded), _params(kept)):
+        assert np.array_equal(a.numpy(), b.numpy())
+    assert not list(run.rglob("*.tmp"))
