@@ -57,3 +57,21 @@ def controlled_pair():
     quick = ControlledPolicy(name="controlled-quick", fail_on_hard=True, seconds=0.001)
     deep = ControlledPolicy(name="controlled-deepthink", fail_on_hard=False, seconds=0.02)
     return quick, deep
+
+
+def sigkill_after_checkpoint(proc, state_file, min_steps: int, timeout: float = 240.0) -> int:
+    """SIGKILL the training process ``proc`` once its checkpoint ``state_file`` has reached
+    ``min_steps``; returns the step of the last checkpoint it left."""
+    import json
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["num_timesteps"] >= min_steps:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the child finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return int(json.loads(state_file.read_text())["num_timesteps"])

@@ -1,12 +1,10 @@
 """Resume after SIGKILL, reproducibility, and faults that must not stop training or evaluation."""
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from conftest import sigkill_after_checkpoint
 
 from londi.evaluate import Method, evaluate_methods
 from londi.rules import AlwaysQuick, LearnedSwitch
@@ -20,16 +18,7 @@ def test_training_resumes_after_sigkill(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, str(CHILD), str(run), "1500"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    state = run / "checkpoint" / "state.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["num_timesteps"] >= 400:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the child finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads(state.read_text())["num_timesteps"]
+    killed_at = sigkill_after_checkpoint(proc, run / "checkpoint" / "state.json", 400)
     assert 400 <= killed_at < 1500
     assert not (run / "model.zip").exists()
     # no half-written file is left behind: every file in the checkpoint loads

@@ -1,14 +1,12 @@
 """Keeping the best switch on selection episodes (londi.selection)."""
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sigkill_after_checkpoint
 
 from londi.errors import ConfigError
 from londi.io import read_json
@@ -95,15 +93,7 @@ def test_selection_resumes_after_sigkill_without_repeating_evaluations(tmp_path)
     child = [sys.executable, str(Path(__file__).with_name("_train_child.py")), str(run), "1200", "400", "3"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(child, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = run / "checkpoint" / "state.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["num_timesteps"] >= 600:
-            break
-        time.sleep(0.1)
-    assert proc.poll() is None, "the child finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_after_checkpoint(proc, run / "checkpoint" / "state.json", 600)
     assert [e["step"] for e in read_json(run / "selection.json")["evaluations"]][:1] == [400]
     out = subprocess.run(child, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
