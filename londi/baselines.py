@@ -196,6 +196,16 @@ class OfflineCost:
             "cache_hits": dict(self.cache_hits),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OfflineCost:
+        """The inverse of :meth:`to_dict` (e.g. to keep counting after a resumed run)."""
+        cost = cls(purpose=str(data["purpose"]), episodes=int(data["episodes"]), steps=int(data["steps"]),
+                   wall_seconds=float(data["wall_seconds"]), env_seeds=[int(x) for x in data["env_seeds"]])
+        cost.calls.update(data["calls"])
+        cost.device_seconds.update(data["device_seconds"])
+        cost.cache_hits.update(data.get("cache_hits", {}))
+        return cost
+
 
 class OfflineRule(SwitchRule):
     """A rule that needs offline episodes (calibration or training) before evaluation.

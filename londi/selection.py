@@ -113,6 +113,7 @@ class BestSwitchCallback(BaseCallback):
         self._cost: Any = None
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        self._saved_cost: dict[str, Any] | None = None
         self._load_state()
 
     # ------------------------------------------------------------------ state
@@ -126,7 +127,7 @@ class BestSwitchCallback(BaseCallback):
         self._saved_cost = saved.get("offline_cost")
 
     def _write_state(self) -> None:
-        cost = self._cost.to_dict() if self._cost is not None else getattr(self, "_saved_cost", None)
+        cost = self._cost.to_dict() if self._cost is not None else self._saved_cost
         atomic_write_json(self.run_dir / SELECTION_FILE, {
             "objective": "mean(env return - weight * DEEPTHINK calls), greedy switch",
             "weight": self.weight,
@@ -148,15 +149,9 @@ class BestSwitchCallback(BaseCallback):
         self._env = build_switch_env(self.env_id, quick, deepthink, features=self.features,
                                      call_cost=self.weight, budget=self.budget)
         self._rule = LearnedSwitch(self.model, features=self.features, name="selection")
-        self._cost = OfflineCost(purpose="switch selection")
-        saved = getattr(self, "_saved_cost", None)
-        if saved:  # a resumed run keeps counting from what the earlier part spent
-            self._cost.episodes, self._cost.steps = int(saved["episodes"]), int(saved["steps"])
-            self._cost.calls = dict(saved["calls"])
-            self._cost.device_seconds = dict(saved["device_seconds"])
-            self._cost.wall_seconds = float(saved["wall_seconds"])
-            self._cost.env_seeds = list(saved["env_seeds"])
-            self._cost.cache_hits = dict(saved.get("cache_hits", self._cost.cache_hits))
+        # a resumed run keeps counting from what the earlier part spent
+        saved = self._saved_cost
+        self._cost = OfflineCost.from_dict(saved) if saved else OfflineCost(purpose="switch selection")
 
     def evaluate(self) -> dict[str, Any]:
         """Play the selection episodes with the current weights; record them, keep them if best."""
