@@ -617,12 +617,23 @@ def _policy_class(folder: Path) -> type[HFPolicy]:
     return HFPolicy
 
 
-def load_policy(name_or_path: str | Path, **kwargs: Any) -> HFPolicy:
+def _load_folder(folder: Path, **kwargs: Any) -> TextPolicy:
+    if (folder / "londi_ensemble.json").is_file():
+        from londi.agents.lm_ensemble import LMEnsemblePolicy
+
+        return LMEnsemblePolicy.from_folder(folder, **kwargs)
+    return _policy_class(folder)(folder, **kwargs)
+
+
+def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
     """Load a shipped model by name (``"quick"``, ``"deepthink"``, :data:`TEXT_GAME_MODELS`) or any
     local checkpoint folder. A checkpoint whose ``londi_policy.json`` has a ``"candidates"`` entry
-    loads as a :class:`~londi.agents.candidates.CandidatePolicy` (scores a short candidate list).
+    loads as a :class:`~londi.agents.candidates.CandidatePolicy` (scores a short candidate list); a
+    folder with an ``londi_ensemble.json`` manifest loads as a
+    :class:`~londi.agents.lm_ensemble.LMEnsemblePolicy` (several checkpoints, mean log-likelihoods).
 
-    Keyword arguments go to :class:`HFPolicy` (``device``, ``dtype``, ``history_length``, ...).
+    Keyword arguments go to :class:`HFPolicy` (``device``, ``dtype``, ``history_length``, ...; an
+    ensemble passes ``name``, ``temperature``, ``sample`` and ``seed`` to itself, the rest to its members).
     Raises :class:`~londi.errors.UnknownChoiceError` for a name that is neither a shipped model
     nor an existing folder, and :class:`~londi.errors.LondiError` for a missing or corrupt
     shipped checkpoint.
@@ -630,17 +641,17 @@ def load_policy(name_or_path: str | Path, **kwargs: Any) -> HFPolicy:
     text = str(name_or_path)
     if text in SHIPPED_MODELS or text in TEXT_GAME_MODELS:
         folder = shipped_model_path(text)
-        if not (folder / "config.json").is_file():
+        if not ((folder / "config.json").is_file() or (folder / "londi_ensemble.json").is_file()):
             script = "train_lms.py" if text in SHIPPED_MODELS else "train_text_lms.py"
             raise LondiError(
                 f"the shipped model {text!r} is missing from {folder}; rebuild it with "
                 f"`python scripts/{script}` or reinstall londi"
             )
         kwargs.setdefault("name", text)
-        return _policy_class(folder)(folder, **kwargs)
+        return _load_folder(folder, **kwargs)
     path = Path(text).expanduser()
     if path.is_dir():
-        return _policy_class(path)(path, **kwargs)
+        return _load_folder(path, **kwargs)
     if path.exists() or "/" in text or "\\" in text or text.startswith("."):
         raise LondiError(
             f"no checkpoint folder at {text!r}; pass a local Hugging Face checkpoint folder or one of: "

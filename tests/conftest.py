@@ -75,3 +75,60 @@ def sigkill_after_checkpoint(proc, state_file, min_steps: int, timeout: float = 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return int(json.loads(state_file.read_text())["num_timesteps"])
+
+
+# ------------------------------------------------------------------ tiny LM checkpoints for tests
+BABYAI_ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle")
+
+
+def babyai_observations(n_steps: int = 4, seed: int = 3) -> list[TextObservation]:
+    """A few real BabyAI-Text observations (the expert drives, so the history fills up)."""
+    from londi.envs import DEFAULT_ENV_ID, make_env
+
+    env = make_env(DEFAULT_ENV_ID)
+    _, info = env.reset(seed=seed)
+    out = [info["text_obs"]]
+    for _ in range(n_steps - 1):
+        action = out[-1].oracle_action or "turn left"
+        _, _, term, trunc, info = env.step(action)
+        if term or trunc:
+            break
+        out.append(info["text_obs"])
+    env.close()
+    return out
+
+
+def word_tokenizer(words: list[str]):
+    """A plain word-level tokenizer (actions are several tokens), for random test models."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<eos>"] + sorted(set(words)))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
+
+
+def prompt_vocab(obs_list: list[TextObservation]) -> list[str]:
+    """Every word of the prompts of ``obs_list`` and of the BabyAI actions."""
+    from londi.agents.prompt import build_prompt
+
+    words: set[str] = set()
+    for o in obs_list:
+        words.update(build_prompt(o).replace(":", " : ").replace(",", " , ").replace(".", " . ").split())
+    for a in BABYAI_ACTIONS:
+        words.update(a.split())
+    return sorted(words)
+
+
+def save_random_gpt2(path, observations: list[TextObservation], *, seed: int = 0):
+    """Save a randomly initialised tiny GPT-2 (multi-token actions) with ``save_pretrained``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = word_tokenizer(prompt_vocab(observations))
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=512,
+                                       bos_token_id=2, eos_token_id=2, pad_token_id=0))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BABYAI_ACTIONS, babyai_observations, prompt_vocab, save_random_gpt2, word_tokenizer
 
 from londi.agents.lm import (
     CHECKSUM_FILE,
@@ -20,32 +21,16 @@ from londi.agents.lm import (
     verify_checksums,
     write_checksums,
 )
-from londi.envs import DEFAULT_ENV_ID, make_env
 from londi.envs.base import TextObservation
 from londi.errors import LondiError, UnknownChoiceError
 
 ROOT = Path(__file__).resolve().parents[1]
-ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle")
-
-
-def _observations(n_steps: int = 4, seed: int = 3) -> list[TextObservation]:
-    """A few real BabyAI-Text observations (the expert drives, so the history fills up)."""
-    env = make_env(DEFAULT_ENV_ID)
-    _, info = env.reset(seed=seed)
-    out = [info["text_obs"]]
-    for _ in range(n_steps - 1):
-        action = out[-1].oracle_action or "turn left"
-        _, _, term, trunc, info = env.step(action)
-        if term or trunc:
-            break
-        out.append(info["text_obs"])
-    env.close()
-    return out
+ACTIONS = BABYAI_ACTIONS
 
 
 @pytest.fixture(scope="module")
 def observations() -> list[TextObservation]:
-    return _observations()
+    return babyai_observations()
 
 
 @pytest.fixture(scope="module")
@@ -58,42 +43,10 @@ def deepthink() -> HFPolicy:
     return load_policy("deepthink", device="cpu")
 
 
-def _word_tokenizer(words: list[str]):
-    """A plain word-level tokenizer (actions are several tokens), for random test models."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<eos>"] + sorted(set(words)))}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
-
-
-def _vocab(obs_list: list[TextObservation]) -> list[str]:
-    from londi.agents.prompt import build_prompt
-
-    words: set[str] = set()
-    for o in obs_list:
-        words.update(build_prompt(o).replace(":", " : ").replace(",", " , ").replace(".", " . ").split())
-    for a in ACTIONS:
-        words.update(a.split())
-    return sorted(words)
-
-
 @pytest.fixture(scope="module")
 def random_causal_dir(tmp_path_factory, observations) -> Path:
     """A randomly initialised tiny GPT-2 with multi-token actions, saved with save_pretrained."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tok = _word_tokenizer(_vocab(observations))
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=512,
-                                       bos_token_id=2, eos_token_id=2, pad_token_id=0))
-    path = tmp_path_factory.mktemp("gpt2")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_random_gpt2(tmp_path_factory.mktemp("gpt2"), observations, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +55,7 @@ def random_seq2seq_dir(tmp_path_factory, observations) -> Path:
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    tok = _word_tokenizer(_vocab(observations))
+    tok = word_tokenizer(prompt_vocab(observations))
     torch.manual_seed(0)
     config = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1,
                       num_heads=2, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)
