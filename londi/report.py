@@ -392,8 +392,16 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _capped(cell: Cell) -> bool:
+    """Whether a cell ran under a hard budget or an expected-cost limit (which changes what a
+    reference method does: a capped oracle is a point of its own, not the reference)."""
+    return cell.params.get("budget") is not None or cell.params.get("cost_limit") is not None
+
+
 def _pooled_reference(cells: Sequence[Cell], *, seed: int, n_resamples: int) -> Point | None:
-    """All cells of a reference method (always-QUICK, always-DEEPTHINK, oracle) as one point."""
+    """The uncapped cells of a reference method (always-QUICK, always-DEEPTHINK, oracle) as one
+    point (``None`` without any)."""
+    cells = [c for c in cells if not _capped(c)]
     if not cells:
         return None
     seeds = sorted({c.seed for c in cells if c.seed is not None})
@@ -477,11 +485,15 @@ def _env_section(
     curves: list[dict[str, Any]] = []
     for mkey in method_keys:
         if mkey in (q_key, d_key, o_key):
-            points = [ref[{q_key: "quick", d_key: "deepthink", o_key: "oracle"}[mkey]]]
+            # The reference point (uncapped cells pooled), then the capped cells as points of their own.
+            reference = ref[{q_key: "quick", d_key: "deepthink", o_key: "oracle"}[mkey]]
+            capped = [c for c in by_method[mkey] if _capped(c)]
+            points = ([reference] if reference is not None else []) + build_points(
+                capped, seed=seed, n_resamples=n_resamples
+            )
         else:
             points = build_points(by_method[mkey], seed=seed, n_resamples=n_resamples)
         for p in points:
-            assert p is not None
             e = p.entry
             calls = float(e["deepthink_calls_per_episode"])
             if oracle is None:

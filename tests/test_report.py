@@ -185,6 +185,30 @@ def test_sweep_table_numbers(sweep: Path, tmp_path: Path):
     assert not list(sweep.rglob("report.md"))
 
 
+def test_capped_reference_cells_are_points_of_their_own(sweep: Path, tmp_path: Path):
+    # The oracle under a hard budget (as the budget sweep runs it) is a point per budget; the
+    # reference used for the oracle ratio stays the uncapped oracle cell.
+    for budget, success, calls in ((1, 0.5, 1.0), (3, 0.75, 1.5)):
+        _cell(sweep, f"oracle__budget{budget}__seed0", "oracle",
+              _plain(success, calls=calls, frac=calls / 10, seconds={"quick": 1.0, "deepthink": 0.8 * calls}),
+              {"budget": budget}, seed=0, episodes=4)
+    md = write_report(sweep, tmp_path / "out", n_resamples=200).read_text()
+    rows = _table(md, "method")
+    assert [r["param"] for r in rows if r["method"] == "oracle"] == ["-", "budget=1", "budget=3"]
+    assert _row(rows, "oracle")["DEEPTHINK calls/episode"] == "2.00"  # not pooled with the capped ones
+    capped = _row(rows, "oracle", "budget=1")
+    assert capped["success [95% CI]"].startswith("0.500") and capped["PGR (success)"] == "0.500"
+    assert _row(rows, "londi", "cost=0.1")["oracle ratio"] == "3.33"  # as without the capped cells
+    curves = {c["method"]: c for c in _table(md, "method | points")}
+    assert curves["oracle"]["points"] == "3"
+
+    # Only capped oracle cells: there is no reference oracle, so no oracle ratio.
+    (sweep / "cells" / "oracle__seed0" / "results.json").unlink()
+    rows = _table(write_report(sweep, tmp_path / "out2", n_resamples=200).read_text(), "method")
+    assert [r["param"] for r in rows if r["method"] == "oracle"] == ["budget=1", "budget=3"]
+    assert _row(rows, "londi", "cost=0.1")["oracle ratio"] == "n/a"
+
+
 def test_demo_layout_without_references(tmp_path: Path):
     run = tmp_path / "demo"
     methods = {
