@@ -25,6 +25,7 @@ estimate. Nothing is ever downloaded: checkpoints are read with ``local_files_on
 """
 from __future__ import annotations
 
+import abc
 import copy
 import hashlib
 import json
@@ -164,7 +165,53 @@ def _read_policy_config(folder: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- the policy
-class HFPolicy(TextPolicy):
+class ScoringPolicy(TextPolicy):
+    """A policy that scores every admissible action and chooses from ``softmax(scores / T)``.
+
+    Subclasses set ``name``, ``device``, ``temperature``, ``sample`` and ``_rng`` and implement
+    :meth:`score` (log-likelihoods, a hidden-state summary and token counts) and
+    :meth:`_flops`; :meth:`act` meters the call and chooses greedily or by seeded sampling.
+    """
+
+    name: str
+    device: str
+    temperature: float
+    sample: bool
+    _rng: np.random.Generator
+
+    @abc.abstractmethod
+    def score(self, obs: TextObservation) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """``(scores, hidden, counts)`` for ``obs.admissible_actions`` (no metering)."""
+
+    @abc.abstractmethod
+    def _flops(self, counts: dict[str, Any]) -> float:
+        """The call's FLOPs estimate from :meth:`score`'s token counts."""
+
+    def set_seed(self, seed: int | None) -> None:
+        """Reseed the generator that samples actions (``sample=True``)."""
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: TextObservation) -> Decision:
+        with device_timer(self.device) as timing:
+            scores, hidden, counts = self.score(obs)
+            z = scores / self.temperature
+            probs = np.exp(z - z.max())
+            probs /= probs.sum()
+            choice = int(self._rng.choice(len(probs), p=probs)) if self.sample else int(np.argmax(scores))
+        record = CallRecord(
+            model=self.name,
+            device=self.device,
+            device_seconds=timing.device_seconds,
+            wall_seconds=timing.wall_seconds,
+            input_tokens=counts["input_tokens"],
+            output_tokens=counts["output_tokens"],
+            flops=self._flops(counts),
+            peak_memory_bytes=timing.peak_memory_bytes,
+        )
+        return Decision(action=obs.admissible_actions[choice], record=record, probs=probs, hidden=hidden)
+
+
+class HFPolicy(ScoringPolicy):
     """A text policy backed by a local Hugging Face causal or seq2seq language model.
 
     Each call builds the prompt with :func:`~londi.agents.prompt.build_prompt`, scores every
@@ -270,10 +317,6 @@ class HFPolicy(TextPolicy):
         self._action_cache: dict[str, list[int]] = {}
         self._warned_truncation = False
         self._setup_fast_paths()
-
-    def set_seed(self, seed: int | None) -> None:
-        """Reseed the generator that samples actions (``sample=True``)."""
-        self._rng = np.random.default_rng(seed)
 
     def _setup_fast_paths(self) -> None:
         """Pick cheaper but equivalent ways to call the tokenizer and the model, checked on a probe.
@@ -570,25 +613,8 @@ class HFPolicy(TextPolicy):
         forward = int(round(len(prompt_ids) * enc_frac + dec_positions * (1 - enc_frac)))
         return scores, hidden, forward
 
-    # ------------------------------------------------------------------ TextPolicy
-    def act(self, obs: TextObservation) -> Decision:
-        with device_timer(self.device) as timing:
-            scores, hidden, counts = self.score(obs)
-            z = scores / self.temperature
-            probs = np.exp(z - z.max())
-            probs /= probs.sum()
-            choice = int(self._rng.choice(len(probs), p=probs)) if self.sample else int(np.argmax(scores))
-        record = CallRecord(
-            model=self.name,
-            device=self.device,
-            device_seconds=timing.device_seconds,
-            wall_seconds=timing.wall_seconds,
-            input_tokens=counts["input_tokens"],
-            output_tokens=counts["output_tokens"],
-            flops=estimate_flops(self.n_parameters, counts["forward_tokens"]),
-            peak_memory_bytes=timing.peak_memory_bytes,
-        )
-        return Decision(action=obs.admissible_actions[choice], record=record, probs=probs, hidden=hidden)
+    def _flops(self, counts: dict[str, Any]) -> float:
+        return estimate_flops(self.n_parameters, counts["forward_tokens"])
 
     @property
     def hidden_size(self) -> int:
@@ -665,6 +691,7 @@ def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
 __all__ = [
     "CHECKSUM_FILE",
     "HFPolicy",
+    "ScoringPolicy",
     "POLICY_CONFIG_FILE",
     "SHIPPED_MODELS",
     "TEXT_GAME_MODELS",

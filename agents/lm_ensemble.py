@@ -33,11 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from londi.agents.base import Decision, TextPolicy
-from londi.agents.lm import HFPolicy
+from londi.agents.lm import HFPolicy, ScoringPolicy, verify_checksums
 from londi.envs.base import TextObservation
 from londi.errors import LondiError
-from londi.meter import CallRecord, device_timer, estimate_flops
+from londi.meter import estimate_flops
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ def write_ensemble(folder: str | Path, members: Sequence[str | Path], *, tempera
     return path
 
 
-class LMEnsemblePolicy(TextPolicy):
+class LMEnsemblePolicy(ScoringPolicy):
     """Choose by the mean of several LM policies' per-action log-likelihoods.
 
     Args:
@@ -149,8 +148,11 @@ class LMEnsemblePolicy(TextPolicy):
     def from_folder(cls, folder: str | Path, *, name: str | None = None, temperature: float | None = None,
                     sample: bool | None = None, seed: int | None = None, **member_kwargs: Any) -> LMEnsemblePolicy:
         """Load an ensemble folder (see the module docstring); ``member_kwargs`` go to every
-        member's :class:`~londi.agents.lm.HFPolicy` (``device``, ``dtype``, ``verify``, ...)."""
+        member's :class:`~londi.agents.lm.HFPolicy` (``device``, ``dtype``, ``verify``, ...). With
+        ``verify`` (the default) the folder's own ``SHA256SUMS``, if any, is checked too."""
         folder = Path(folder).expanduser()
+        if member_kwargs.get("verify", True):
+            verify_checksums(folder)  # the manifest and card, where the folder has SHA256SUMS
         manifest = read_ensemble(folder)
         members = [HFPolicy(m, **member_kwargs) for m in manifest["members"]]
         return cls(
@@ -183,10 +185,6 @@ class LMEnsemblePolicy(TextPolicy):
         return all(m.verified for m in self.members)
 
     # ------------------------------------------------------------------ TextPolicy
-    def set_seed(self, seed: int | None) -> None:
-        """Reseed the generator that samples actions (``sample=True``)."""
-        self._rng = np.random.default_rng(seed)
-
     def reset(self) -> None:
         for m in self.members:
             m.reset()
@@ -208,24 +206,8 @@ class LMEnsemblePolicy(TextPolicy):
             counts["flops"] += estimate_flops(m.n_parameters, c["forward_tokens"])
         return np.mean(scores, axis=0), np.concatenate(hiddens), counts
 
-    def act(self, obs: TextObservation) -> Decision:
-        with device_timer(self.device) as timing:
-            scores, hidden, counts = self.score(obs)
-            z = scores / self.temperature
-            probs = np.exp(z - z.max())
-            probs /= probs.sum()
-            choice = int(self._rng.choice(len(probs), p=probs)) if self.sample else int(np.argmax(scores))
-        record = CallRecord(
-            model=self.name,
-            device=self.device,
-            device_seconds=timing.device_seconds,
-            wall_seconds=timing.wall_seconds,
-            input_tokens=counts["input_tokens"],
-            output_tokens=counts["output_tokens"],
-            flops=counts["flops"],
-            peak_memory_bytes=timing.peak_memory_bytes,
-        )
-        return Decision(action=obs.admissible_actions[choice], record=record, probs=probs, hidden=hidden)
+    def _flops(self, counts: dict[str, Any]) -> float:
+        return float(counts["flops"])
 
     def __repr__(self) -> str:
         names = ", ".join(repr(m.name) for m in self.members)

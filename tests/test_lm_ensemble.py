@@ -103,3 +103,32 @@ def test_bad_ensembles_are_clear_errors(tmp_path, members):
         (folder / ENSEMBLE_FILE).write_text(text)
         with pytest.raises(LondiError, match=message):
             load_policy(folder, device="cpu")
+
+
+def test_make_ensemble_script_writes_a_shippable_folder(tmp_path, members):
+    import importlib.util
+
+    from londi.agents.lm import CHECKSUM_FILE, verify_checksums
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_ensemble.py"
+    spec = importlib.util.spec_from_file_location("make_ensemble", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "models"
+    argv = ["--name", "deep", "--out", str(out), "--members", *map(str, members),
+            "--temperature", "0.5", "--sample", "--eval-episodes", "1"]
+    assert script.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["deep", "deep-1", "deep-2"]
+    for folder in out.iterdir():
+        assert all(p.is_file() for p in folder.iterdir()), "shipped folders must be flat"
+        assert verify_checksums(folder), f"{folder} has no {CHECKSUM_FILE}"
+    assert json.loads((out / "deep" / ENSEMBLE_FILE).read_text())["members"] == ["../deep-1", "../deep-2"]
+    card = (out / "deep" / "MODEL_CARD.md").read_text()
+    assert "an oracle" in card and "1 held-out episodes" in card and "| deep |" in card
+    policy = load_policy(out / "deep", device="cpu")
+    assert isinstance(policy, LMEnsemblePolicy) and policy.sample and policy.temperature == 0.5
+    assert [m.name for m in policy.members] == ["deep-1", "deep-2"]
+    manifest = out / "deep" / ENSEMBLE_FILE
+    manifest.write_text(manifest.read_text().replace("deep-2", "deep-1"))
+    with pytest.raises(LondiError, match="does not match its checksum"):
+        load_policy(out / "deep", device="cpu")
