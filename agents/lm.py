@@ -56,6 +56,8 @@ TEXT_GAME_MODELS: tuple[str, ...] = (
 POLICY_CONFIG_FILE = "londi_policy.json"
 #: Optional ``sha256sum``-style checksum file in a checkpoint folder, verified at load time.
 CHECKSUM_FILE = "SHA256SUMS"
+#: The manifest that makes a folder an LM ensemble (:mod:`londi.agents.lm_ensemble`).
+ENSEMBLE_FILE = "londi_ensemble.json"
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 # The prompt always ends with this; action tokens are computed in this context (see _action_ids).
 _ANSWER_CUE = "Action:"
@@ -644,7 +646,7 @@ def _policy_class(folder: Path) -> type[HFPolicy]:
 
 
 def _load_folder(folder: Path, **kwargs: Any) -> TextPolicy:
-    if (folder / "londi_ensemble.json").is_file():
+    if (folder / ENSEMBLE_FILE).is_file():
         from londi.agents.lm_ensemble import LMEnsemblePolicy
 
         return LMEnsemblePolicy.from_folder(folder, **kwargs)
@@ -667,7 +669,7 @@ def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
     text = str(name_or_path)
     if text in SHIPPED_MODELS or text in TEXT_GAME_MODELS:
         folder = shipped_model_path(text)
-        if not ((folder / "config.json").is_file() or (folder / "londi_ensemble.json").is_file()):
+        if not ((folder / "config.json").is_file() or (folder / ENSEMBLE_FILE).is_file()):
             script = "train_lms.py" if text in SHIPPED_MODELS else "train_text_lms.py"
             raise LondiError(
                 f"the shipped model {text!r} is missing from {folder}; rebuild it with "
@@ -690,11 +692,12 @@ def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
 
 __all__ = [
     "CHECKSUM_FILE",
+    "ENSEMBLE_FILE",
     "HFPolicy",
-    "ScoringPolicy",
     "POLICY_CONFIG_FILE",
     "SHIPPED_MODELS",
     "TEXT_GAME_MODELS",
+    "ScoringPolicy",
     "file_sha256",
     "load_policy",
     "shipped_model_path",

@@ -25,7 +25,6 @@ the manifest.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,15 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from londi.agents.lm import HFPolicy, ScoringPolicy, verify_checksums
+from londi.agents.lm import ENSEMBLE_FILE, HFPolicy, ScoringPolicy, verify_checksums
 from londi.envs.base import TextObservation
 from londi.errors import LondiError
 from londi.meter import estimate_flops
-
-logger = logging.getLogger(__name__)
-
-#: The manifest that makes a folder an LM ensemble.
-ENSEMBLE_FILE = "londi_ensemble.json"
 
 
 def is_ensemble_folder(folder: str | Path) -> bool:
