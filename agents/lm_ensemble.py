@@ -38,11 +38,6 @@ from londi.errors import LondiError
 from londi.meter import estimate_flops
 
 
-def is_ensemble_folder(folder: str | Path) -> bool:
-    """Whether ``folder`` holds an ensemble manifest (:data:`ENSEMBLE_FILE`)."""
-    return (Path(folder) / ENSEMBLE_FILE).is_file()
-
-
 def read_ensemble(folder: str | Path) -> dict[str, Any]:
     """The checked manifest of an ensemble folder, with member paths resolved.
 
@@ -209,4 +204,4 @@ class LMEnsemblePolicy(ScoringPolicy):
                 f"{'sample' if self.sample else 'greedy'}, temperature={self.temperature})")
 
 
-__all__ = ["ENSEMBLE_FILE", "LMEnsemblePolicy", "is_ensemble_folder", "read_ensemble", "write_ensemble"]
+__all__ = ["ENSEMBLE_FILE", "LMEnsemblePolicy", "read_ensemble", "write_ensemble"]

@@ -64,7 +64,7 @@ def copy_members(members: list[Path], out: Path, name: str) -> list[Path]:
 
 
 def ensemble_card(name: str, members: list[Path], sources: list[Path], policy, results, command: str,
-                  episodes: int) -> str:
+                  episodes: int, threads: int) -> str:
     rows = "\n".join(
         f"| `{m.name}` | `{src}` | {policy.members[i].n_parameters:,} | "
         f"{_first_line(m / 'MODEL_CARD.md', 'Training command:')} |"
@@ -75,7 +75,7 @@ def ensemble_card(name: str, members: list[Path], sources: list[Path], policy, r
         measured = (
             f"{episodes} held-out episodes (seeds {HELDOUT_SEED_START:,} to {HELDOUT_SEED_START + episodes - 1:,}, never "
             "used in training), the ensemble in control at every step, through "
-            "`londi.agents.lm_ensemble.LMEnsemblePolicy` on the CPU with 1 torch thread (device-seconds = process "
+            f"`londi.agents.lm_ensemble.LMEnsemblePolicy` on the CPU with {threads} torch thread(s) (device-seconds = process "
             f"CPU time of all members' forwards per call). Measured {time.strftime('%Y-%m-%d')}:\n\n"
             + markdown_table(results) + "\n" + agreement_table(results)
         )
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         result.expert_agreement = expert_state_agreement(policy, seeds)
         results.append(result)
     command = "python " + " ".join([os.path.relpath(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))
-    card = ensemble_card(args.name, members, sources, policy, results, command, args.eval_episodes)
+    card = ensemble_card(args.name, members, sources, policy, results, command, args.eval_episodes, args.threads)
     (folder / "MODEL_CARD.md").write_text(card)
     write_checksums(folder)
     print(f"wrote {folder} ({len(members)} members)")
