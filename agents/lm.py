@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 #: The models shipped with the package (folders under :func:`shipped_models_dir`).
 SHIPPED_MODELS: tuple[str, ...] = ("quick", "deepthink")
+#: Other BabyAI-Text checkpoints shipped beside the default pair, also loaded by name (see each
+#: model card): ``deepthink-dagger``, a DEEPTHINK trained with learner-led DAgger rounds.
+EXTRA_MODELS: tuple[str, ...] = ("deepthink-dagger",)
 #: The TextWorld and ScienceWorld pairs (``scripts/train_text_lms.py``), also loaded by name.
 TEXT_GAME_MODELS: tuple[str, ...] = (
     "textworld-quick", "textworld-deepthink", "scienceworld-quick", "scienceworld-deepthink",
@@ -71,7 +74,7 @@ def shipped_models_dir() -> Path:
 def shipped_model_path(name: str) -> Path:
     """The folder of a shipped model (``"quick"``, ``"deepthink"`` or one of :data:`TEXT_GAME_MODELS`);
     an error naming the valid ones."""
-    check_choice("shipped model", name, SHIPPED_MODELS + TEXT_GAME_MODELS)
+    check_choice("shipped model", name, SHIPPED_MODELS + EXTRA_MODELS + TEXT_GAME_MODELS)
     return shipped_models_dir() / name
 
 
@@ -667,10 +670,10 @@ def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
     shipped checkpoint.
     """
     text = str(name_or_path)
-    if text in SHIPPED_MODELS or text in TEXT_GAME_MODELS:
+    if text in SHIPPED_MODELS or text in EXTRA_MODELS or text in TEXT_GAME_MODELS:
         folder = shipped_model_path(text)
         if not ((folder / "config.json").is_file() or (folder / ENSEMBLE_FILE).is_file()):
-            script = "train_lms.py" if text in SHIPPED_MODELS else "train_text_lms.py"
+            script = "train_text_lms.py" if text in TEXT_GAME_MODELS else "train_lms.py"
             raise LondiError(
                 f"the shipped model {text!r} is missing from {folder}; rebuild it with "
                 f"`python scripts/{script}` or reinstall londi"
@@ -686,7 +689,8 @@ def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
             + ", ".join(SHIPPED_MODELS)
         )
     raise UnknownChoiceError(
-        "language model", text, list(SHIPPED_MODELS + TEXT_GAME_MODELS) + ["<path to a local checkpoint folder>"]
+        "language model", text,
+        list(SHIPPED_MODELS + EXTRA_MODELS + TEXT_GAME_MODELS) + ["<path to a local checkpoint folder>"]
     )
 
 
@@ -696,6 +700,7 @@ __all__ = [
     "HFPolicy",
     "POLICY_CONFIG_FILE",
     "SHIPPED_MODELS",
+    "EXTRA_MODELS",
     "TEXT_GAME_MODELS",
     "ScoringPolicy",
     "file_sha256",

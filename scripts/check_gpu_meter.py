@@ -12,6 +12,11 @@ and, for a raw GPU workload of known size:
 Usage::
 
     python scripts/check_gpu_meter.py --out gpu_meter.json [--model deepthink] [--calls 50]
+    python scripts/check_gpu_meter.py --ensemble 3 --n-layer 2 --n-embd 128 --out ensemble.json
+
+With ``--ensemble K`` the policy is an :class:`~londi.agents.lm_ensemble.LMEnsemblePolicy` of K
+random checkpoints of that size, and each call is also timed member by member (each member's own
+metered ``act``): the ensemble's one CallRecord should cover the K forwards, about their sum.
 """
 from __future__ import annotations
 
@@ -54,13 +59,24 @@ def main() -> int:
     p.add_argument("--n-layer", type=int, default=12)
     p.add_argument("--n-embd", type=int, default=768)
     p.add_argument("--calls", type=int, default=50)
+    p.add_argument("--ensemble", type=int, default=0, help="K >= 2: an ensemble of K random checkpoints")
     p.add_argument("--out", default="gpu_meter.json")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device here; this check needs a GPU", file=sys.stderr)
         return 1
-    tmp = tempfile.mkdtemp()
-    model = args.model or str(_random_checkpoint(Path(tmp), args.n_layer, args.n_embd))
+    tmp = Path(tempfile.mkdtemp())
+    if args.ensemble >= 2:
+        from londi.agents.lm_ensemble import write_ensemble
+
+        members = []
+        for i in range(args.ensemble):
+            torch.manual_seed(i)  # different random weights per member
+            members.append(_random_checkpoint(tmp / f"member-{i}", args.n_layer, args.n_embd))
+        write_ensemble(tmp / "ensemble", members)
+        model = str(tmp / "ensemble")
+    else:
+        model = args.model or str(_random_checkpoint(tmp / "model", args.n_layer, args.n_embd))
     policy = load_policy(model, device="cuda")
     obs = TextObservation(
         goal="go to the red ball",
@@ -77,7 +93,10 @@ def main() -> int:
         d = policy.act(obs)
         torch.cuda.synchronize()
         wall_sync = time.perf_counter() - t0
-        rows.append({"events": d.record.device_seconds, "wall_sync": wall_sync,
+        members_sum = None
+        if args.ensemble >= 2:  # the same work, metered member by member
+            members_sum = sum(m.act(obs).record.device_seconds for m in policy.members)
+        rows.append({"events": d.record.device_seconds, "wall_sync": wall_sync, "members_sum": members_sum,
                      "record_wall": d.record.wall_seconds, "peak_memory_bytes": d.record.peak_memory_bytes,
                      "device": d.record.device, "flops": d.record.flops})
     ev = [r["events"] for r in rows]
@@ -101,6 +120,8 @@ def main() -> int:
         "gpu": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "model": model if args.model else f"random GPT-2 n_layer={args.n_layer} n_embd={args.n_embd}",
+        "ensemble_members": args.ensemble if args.ensemble >= 2 else None,
+        "members_sum_median_s": statistics.median(r["members_sum"] for r in rows) if args.ensemble >= 2 else None,
         "parameters": getattr(policy, "n_parameters", None),
         "calls": args.calls,
         "events_median_s": statistics.median(ev),

@@ -638,18 +638,27 @@ def train_model(
     n_envs: int = 32,
     device: str = "cpu",
     init_from: Path | None = None,
+    keep_rounds: bool = False,
 ) -> dict:
     """Collect data, train with DAgger and save ``spec`` under ``out_dir/spec.name``. Returns a log.
 
     ``init_from``: a checkpoint folder of the same architecture (weights and tokenizer) to continue
     training from instead of starting from random weights: a fine-tuning run, usually with more
     DAgger rounds at a lower ``dagger_beta`` (``--set``) and another ``--seed`` (fresh episodes).
+
+    ``keep_rounds``: also save the model after every DAgger round, as ``out_dir/NAME-roundK`` with
+    the log so far in ``train_log.json``, so that a run stopped part-way (a time limit, a crash)
+    keeps the rounds it finished, and the rounds can be compared.
     """
     from londi.envs import DEFAULT_ENV_ID
 
     rng = np.random.default_rng(seed)
     log: dict = {"spec": asdict(spec), "seed": seed, "threads": threads, "device": device, "phases": [],
                  "init_from": str(init_from) if init_from else None}
+    if device.startswith("cuda"):
+        import torch
+
+        log["device_name"] = torch.cuda.get_device_name(torch.device(device))
     t_start = time.time()
     envs = _make_envs(n_envs)
     # Seeds: disjoint blocks per model and phase, all >= TRAIN_SEED_START.
@@ -679,6 +688,11 @@ def train_model(
                               "rollin_success": succ / n, "loss": loss, "elapsed_s": time.time() - t_start})
         logger.info("%s: DAgger %d: beta %.2f, roll-in success %.3f, +%d states (total %d), loss %.3f (%.0f s)",
                     spec.name, r + 1, beta, succ / n, len(new), len(learner.ids), loss, time.time() - t_start)
+        if keep_rounds:
+            kept = out_dir / f"{spec.name}-round{r + 1}"
+            learner.save(kept, {"env_id": DEFAULT_ENV_ID})
+            (kept / "train_log.json").write_text(json.dumps({**log, "train_states": len(learner.ids)}, indent=2,
+                                                            default=str))
     for env in envs:
         env.close()
     log["train_states"] = len(learner.ids)
@@ -717,7 +731,7 @@ LONDI's shipped QUICK/DEEPTHINK pair and is loaded like any Hugging Face checkpo
 | parameters | {log['parameters']:,} |
 | tokenizer | word level ({len_vocab(log)} tokens), each action one token; `PreTrainedTokenizerFast` |
 | prompt | `build_prompt(obs, history_length={spec.history_length}, list_actions={spec.list_actions})` (saved in `londi_policy.json`) |
-| action choice | log-likelihood of each admissible action given the prompt (GLAM style), greedy |
+| action choice | {_choice_text(spec)} |
 
 ## Training data and procedure
 
@@ -728,7 +742,7 @@ with probability beta per step) and labelled by the expert; training continues o
 ({log['train_states']:,} states in all). Loss: next-token cross-entropy on the action token.
 AdamW, peak learning rate {spec.lr}, batch {spec.batch_size}, {spec.epochs_demo} epoch(s) after the
 demos and {spec.epochs_round} after each round. Training seeds >= {TRAIN_SEED_START:,}; seed {log['seed']},
-{log['threads']} torch thread(s); {log['train_seconds']:.0f} s on a 2-core CPU container.
+{log['threads']} torch thread(s); {log['train_seconds']:.0f} s on {_trained_on(log)}.
 
 | phase | beta | episodes | states | success of the roll-in (demos: expert) | loss | elapsed s |
 |---|---|---|---|---|---|---|
@@ -755,6 +769,17 @@ Built for LONDI's demo and tests: a cheap/strong pair whose gap depends on the s
 cores, with nothing downloaded. It knows one level (GoToLocal) and the BabyAI-Text renderer's
 words; anything else maps to `<unk>`. It is not a general language model.
 """
+
+
+def _choice_text(spec: ModelSpec) -> str:
+    how = f"sampled from softmax(log-likelihood / {spec.temperature})" if spec.sample else "the most likely one"
+    return f"log-likelihood of each admissible action given the prompt (GLAM style); the action is {how}"
+
+
+def _trained_on(log: dict) -> str:
+    if str(log.get("device", "cpu")).startswith("cuda"):
+        return f"a GPU ({log.get('device_name', log['device'])})"
+    return "a 2-core CPU container"
 
 
 def len_vocab(log: dict) -> int:
@@ -788,6 +813,26 @@ def apply_overrides(specs: dict[str, ModelSpec], overrides: list[str], parser: a
     return out
 
 
+def _read_training_log(args: argparse.Namespace, out_dir: Path,
+                       parser: argparse.ArgumentParser) -> tuple[dict[str, ModelSpec], dict[str, dict], str]:
+    """For ``--evaluate-only``: the specs, logs and command of the run that trained ``--out``."""
+    if not args.log_json or not Path(args.log_json).is_file():
+        parser.error("--evaluate-only needs --log-json: the log that the training run wrote")
+    if not args.eval_episodes:
+        parser.error("--evaluate-only needs --eval-episodes > 0")
+    try:
+        payload = json.loads(Path(args.log_json).read_text())
+        logs = {name: payload["logs"][name] for name in args.models}
+        specs = {name: ModelSpec(**logs[name]["spec"]) for name in args.models}
+        command = str(payload["command"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"--log-json {args.log_json}: not a training log for {args.models}: {exc!r}")
+    missing = [name for name in args.models if not (out_dir / name / "config.json").is_file()]
+    if missing:
+        parser.error(f"--evaluate-only: no trained model for {missing} in {out_dir}")
+    return specs, logs, command
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the shipped QUICK/DEEPTHINK LM pair (behaviour cloning + DAgger).")
     parser.add_argument("--models", nargs="+", default=["quick", "deepthink"], choices=sorted(SPECS),
@@ -805,6 +850,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-json", default=None, help="also write the training and evaluation log here")
     parser.add_argument("--init-from", default=None,
                         help="continue training the checkpoints in this folder (DIR/<model>) instead of from scratch")
+    parser.add_argument("--keep-rounds", action="store_true",
+                        help="also save the model after every DAgger round (OUT/NAME-roundK), so a stopped run keeps them")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="train nothing: measure the models already in --out (trained elsewhere, e.g. on a GPU) on "
+                             "the held-out episodes here and write their model cards; --log-json must be the log their "
+                             "training run wrote (it gives the spec, phases and command; the results are added to it)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
                         help="override a ModelSpec field, e.g. --set deepthink.dagger_rounds=3 (repeatable)")
     args = parser.parse_args(argv)
@@ -823,10 +874,13 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/train_lms.py " + " ".join(argv if argv is not None else sys.argv[1:])
     logs: dict[str, dict] = {}
     t0 = time.time()
-    for name in args.models:
+    if args.evaluate_only:
+        specs, logs, command = _read_training_log(args, out_dir, parser)
+    for name in [] if args.evaluate_only else args.models:
         init_from = Path(args.init_from) / name if args.init_from else None
         logs[name] = train_model(specs[name], seed=args.seed, out_dir=out_dir, threads=args.threads,
-                                 n_envs=args.envs, device=args.device, init_from=init_from)
+                                 n_envs=args.envs, device=args.device, init_from=init_from,
+                                 keep_rounds=args.keep_rounds)
         logger.info("%s: trained in %.0f s", name, logs[name]["train_seconds"])
     results: list[EvalResult] = []
     if args.eval_episodes:
@@ -849,6 +903,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_json:
         payload = {"logs": logs, "results": [r.to_dict() for r in results], "command": command.strip(),
                    "total_seconds": time.time() - t0}
+        if args.evaluate_only:
+            payload["evaluate_command"] = "python scripts/train_lms.py " + " ".join(argv if argv is not None else sys.argv[1:])
         Path(args.log_json).write_text(json.dumps(payload, indent=2, default=str))
     logger.info("done in %.0f s; models in %s", time.time() - t0, out_dir)
     return 0

@@ -1,6 +1,7 @@
 """Tests of the LM text policy (londi.agents.lm) and the shipped QUICK/DEEPTHINK pair."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -13,6 +14,7 @@ from conftest import BABYAI_ACTIONS, babyai_observations, prompt_vocab, save_ran
 
 from londi.agents.lm import (
     CHECKSUM_FILE,
+    EXTRA_MODELS,
     SHIPPED_MODELS,
     HFPolicy,
     load_policy,
@@ -66,7 +68,7 @@ def random_seq2seq_dir(tmp_path_factory, observations) -> Path:
 
 
 # ------------------------------------------------------------------------------ shipped pair
-@pytest.mark.parametrize("name", SHIPPED_MODELS)
+@pytest.mark.parametrize("name", SHIPPED_MODELS + EXTRA_MODELS)
 def test_shipped_checkpoint_loads_with_auto_classes(name):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -113,7 +115,7 @@ def test_decision_is_a_distribution_over_admissible_actions(which, request, obse
         assert rec.error is None and not rec.cache_hit
 
 
-@pytest.mark.parametrize("which", SHIPPED_MODELS)
+@pytest.mark.parametrize("which", SHIPPED_MODELS + EXTRA_MODELS)
 def test_greedy_option_and_saved_decoding(which, observations):
     """The shipped models sample at their saved temperature; ``sample=False`` takes the argmax."""
     settings = json.loads((shipped_model_path(which) / "londi_policy.json").read_text())
@@ -272,11 +274,29 @@ def test_small_training_run_beats_random(tmp_path):
     bench = _load_script("bench_lms")
     threads = torch.get_num_threads()
     try:
-        assert train.main(["--small", "--models", "deepthink", "--out", str(tmp_path), "--eval-episodes", "0"]) == 0
+        assert train.main(["--small", "--models", "deepthink", "--out", str(tmp_path), "--eval-episodes", "0",
+                           "--keep-rounds", "--log-json", str(tmp_path / "log.json")]) == 0
     finally:
         torch.set_num_threads(threads)
     folder = tmp_path / "deepthink"
     assert verify_checksums(folder) and (folder / "londi_policy.json").is_file()
+    assert not (folder / "MODEL_CARD.md").exists()  # no evaluation, no card
+    kept = tmp_path / "deepthink-round1"  # --keep-rounds: the (only) DAgger round's model and log
+    assert (kept / "config.json").is_file()
+    assert [p["phase"] for p in json.loads((kept / "train_log.json").read_text())["phases"]] == ["demos", "dagger1"]
+
+    # --evaluate-only: measure the trained folder (as after training on another machine), write the card.
+    try:
+        assert train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only", "--eval-episodes", "3",
+                           "--log-json", str(tmp_path / "log.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--small --models deepthink" in card and "--keep-rounds" in card  # the training command
+    assert "a 2-core CPU container" in card and "3 held-out episodes" in card
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert len(log["results"]) == 1 and log["results"][0]["episodes"] == 3 and "--evaluate-only" in log["evaluate_command"]
+    assert verify_checksums(folder)
     seeds = range(bench.HELDOUT_SEED_START, bench.HELDOUT_SEED_START + 60)
 
     # Per-step agreement with the expert on held-out expert states (random: 1/6).
@@ -290,6 +310,21 @@ def test_small_training_run_beats_random(tmp_path):
     trained = bench.evaluate_policy(HFPolicy(folder, device="cpu"), seeds, progress=False)
     rand = bench.evaluate_policy(bench.RandomPolicy(seed=0), seeds, progress=False)
     assert trained.success_rate > rand.success_rate + 0.05, (trained.success_rate, rand.success_rate)
+
+
+def test_evaluate_only_needs_the_training_log(tmp_path):
+    train = _load_script("train_lms")
+    with pytest.raises(SystemExit):  # no --log-json
+        train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only"])
+    (tmp_path / "log.json").write_text(json.dumps({"logs": {}, "command": "x"}))
+    with pytest.raises(SystemExit):  # a log without this model
+        train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only", "--log-json",
+                    str(tmp_path / "log.json")])
+    spec = dataclasses.asdict(train.SPECS["deepthink"])
+    (tmp_path / "log.json").write_text(json.dumps({"logs": {"deepthink": {"spec": spec}}, "command": "x"}))
+    with pytest.raises(SystemExit):  # no trained model in --out
+        train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only", "--log-json",
+                    str(tmp_path / "log.json")])
 
 
 def test_spec_overrides_are_typed_and_checked():
