@@ -820,6 +820,9 @@ def _read_training_log(args: argparse.Namespace, out_dir: Path,
         parser.error("--evaluate-only needs --log-json: the log that the training run wrote")
     if not args.eval_episodes:
         parser.error("--evaluate-only needs --eval-episodes > 0")
+    if args.overrides or args.small or args.init_from or args.keep_rounds:
+        parser.error("--evaluate-only trains nothing: --set, --small, --init-from and --keep-rounds do not apply "
+                     "(the spec comes from --log-json)")
     try:
         payload = json.loads(Path(args.log_json).read_text())
         logs = {name: payload["logs"][name] for name in args.models}

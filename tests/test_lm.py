@@ -317,6 +317,9 @@ def test_evaluate_only_needs_the_training_log(tmp_path):
     with pytest.raises(SystemExit):  # no --log-json
         train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only"])
     (tmp_path / "log.json").write_text(json.dumps({"logs": {}, "command": "x"}))
+    with pytest.raises(SystemExit):  # training options do not apply
+        train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only", "--log-json",
+                    str(tmp_path / "log.json"), "--set", "deepthink.lr=1e-4"])
     with pytest.raises(SystemExit):  # a log without this model
         train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only", "--log-json",
                     str(tmp_path / "log.json")])
