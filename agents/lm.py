@@ -72,8 +72,8 @@ def shipped_models_dir() -> Path:
 
 
 def shipped_model_path(name: str) -> Path:
-    """The folder of a shipped model (``"quick"``, ``"deepthink"`` or one of :data:`TEXT_GAME_MODELS`);
-    an error naming the valid ones."""
+    """The folder of a shipped model (``"quick"``, ``"deepthink"``, one of :data:`EXTRA_MODELS` or
+    :data:`TEXT_GAME_MODELS`); an error naming the valid ones."""
     check_choice("shipped model", name, SHIPPED_MODELS + EXTRA_MODELS + TEXT_GAME_MODELS)
     return shipped_models_dir() / name
 
@@ -697,10 +697,10 @@ def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
 __all__ = [
     "CHECKSUM_FILE",
     "ENSEMBLE_FILE",
+    "EXTRA_MODELS",
     "HFPolicy",
     "POLICY_CONFIG_FILE",
     "SHIPPED_MODELS",
-    "EXTRA_MODELS",
     "TEXT_GAME_MODELS",
     "ScoringPolicy",
     "file_sha256",

@@ -874,17 +874,19 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else shipped_models_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = apply_overrides(SMALL if args.small else SPECS, args.overrides, parser)
-    command = "python scripts/train_lms.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    invoked = "python scripts/train_lms.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = invoked  # the training command, for the cards and the log
     logs: dict[str, dict] = {}
     t0 = time.time()
     if args.evaluate_only:
         specs, logs, command = _read_training_log(args, out_dir, parser)
-    for name in [] if args.evaluate_only else args.models:
-        init_from = Path(args.init_from) / name if args.init_from else None
-        logs[name] = train_model(specs[name], seed=args.seed, out_dir=out_dir, threads=args.threads,
-                                 n_envs=args.envs, device=args.device, init_from=init_from,
-                                 keep_rounds=args.keep_rounds)
-        logger.info("%s: trained in %.0f s", name, logs[name]["train_seconds"])
+    else:
+        for name in args.models:
+            init_from = Path(args.init_from) / name if args.init_from else None
+            logs[name] = train_model(specs[name], seed=args.seed, out_dir=out_dir, threads=args.threads,
+                                     n_envs=args.envs, device=args.device, init_from=init_from,
+                                     keep_rounds=args.keep_rounds)
+            logger.info("%s: trained in %.0f s", name, logs[name]["train_seconds"])
     results: list[EvalResult] = []
     if args.eval_episodes:
         torch.set_num_threads(args.eval_threads)
@@ -907,7 +909,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"logs": logs, "results": [r.to_dict() for r in results], "command": command.strip(),
                    "total_seconds": time.time() - t0}
         if args.evaluate_only:
-            payload["evaluate_command"] = "python scripts/train_lms.py " + " ".join(argv if argv is not None else sys.argv[1:])
+            payload["evaluate_command"] = invoked
         Path(args.log_json).write_text(json.dumps(payload, indent=2, default=str))
     logger.info("done in %.0f s; models in %s", time.time() - t0, out_dir)
     return 0
