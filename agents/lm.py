@@ -49,8 +49,9 @@ logger = logging.getLogger(__name__)
 #: The models shipped with the package (folders under :func:`shipped_models_dir`).
 SHIPPED_MODELS: tuple[str, ...] = ("quick", "deepthink")
 #: Other BabyAI-Text checkpoints shipped beside the default pair, also loaded by name (see each
-#: model card): ``deepthink-dagger``, a DEEPTHINK trained with learner-led DAgger rounds.
-EXTRA_MODELS: tuple[str, ...] = ("deepthink-dagger",)
+#: model card): ``quick-dagger`` and ``deepthink-dagger``, a QUICK and a DEEPTHINK of the default
+#: architectures trained with learner-led DAgger rounds (the "strong pair").
+EXTRA_MODELS: tuple[str, ...] = ("quick-dagger", "deepthink-dagger")
 #: The TextWorld and ScienceWorld pairs (``scripts/train_text_lms.py``), also loaded by name.
 TEXT_GAME_MODELS: tuple[str, ...] = (
     "textworld-quick", "textworld-deepthink", "scienceworld-quick", "scienceworld-deepthink",
