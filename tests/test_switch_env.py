@@ -158,6 +158,44 @@ def test_choice_features_describe_quicks_proposed_action():
         enc.encode(obs, None)
 
 
+def test_oracle_features_read_the_experts_label_and_are_marked_as_an_oracle(controlled_pair):
+    from dataclasses import replace
+
+    from londi.agents.base import CallRecord, Decision
+    from londi.envs.base import TextObservation
+    from londi.evaluate import Method, evaluate_methods
+    from londi.features import OracleHintFeatures, reads_oracle
+    from londi.rules import AlwaysQuick
+
+    enc = OracleHintFeatures()
+    obs = TextObservation(goal="go to the red ball", text="You see a red ball 1 step forward",
+                          admissible_actions=("turn left", "go forward"), oracle_action="go forward")
+    decide = lambda a: Decision(action=a, record=CallRecord(model="q"))  # noqa: E731
+    assert enc.encode(obs, decide("turn left")).tolist() == [1.0, 1.0]  # QUICK differs from the expert
+    assert enc.encode(obs, decide("go forward")).tolist() == [1.0, 0.0]
+    assert enc.encode(replace(obs, oracle_action=None), decide("turn left")).tolist() == [0.0, 0.0]  # no label
+    with pytest.raises(ValueError):
+        enc.encode(obs, None)
+    assert reads_oracle("quick+goal+choice+oracle") and reads_oracle(make_features("quick+oracle"))
+    assert not reads_oracle("quick+goal+choice") and not reads_oracle(None)
+    # in a real env the feature is QUICK-wrong exactly where the hindsight oracle would call DEEPTHINK
+    env = make(controlled_pair, features="quick+oracle")
+    at = make_features("quick").dim + 1
+    switch_obs, _ = env.reset(seed=3)
+    for _ in range(8):
+        wrong = env.quick_decision.action != env.text_observation.oracle_action
+        assert switch_obs["features"][at] == float(wrong)
+        switch_obs, _, terminated, truncated, _ = env.step(QUICK)
+        if terminated or truncated:
+            break
+    # a rule that reads the oracle feature is reported as an oracle in results.json
+    rule = AlwaysQuick()
+    rule.features = "quick+oracle"
+    quick, deep = controlled_pair
+    res = evaluate_methods({"probe": Method(rule, quick, deep)}, episodes=2, seed=0, progress=False)
+    assert res["methods"]["probe"]["oracle"] is True
+
+
 def test_since_deepthink_context_feature_counts_steps_since_deepthink_acted(controlled_pair):
     from londi.features import SINCE_DEEPTHINK_CAP
 
