@@ -46,9 +46,9 @@ numbers (the entry's cells are their Cartesian product), are ``cost`` (LONDI's p
 ``task-router``, and of ``londi``, whose trained switch then acts at the cost weight calibrated
 to it, see :mod:`londi.calibrated`) and ``threshold`` (a fixed threshold of
 ``uncertainty``/``router``). Fixed options are ``features`` (LONDI's switch features: quick,
-choice, goal, bow, minilm, oracle (an oracle, see :mod:`londi.features`) or a ``+`` combination), ``calibrate`` (``londi`` with a ``cost_limit``:
-calibrate the weight to the limit after training, the default, or keep the trained ``c +
-lambda`` with ``false``), ``train`` (TrainConfig overrides for this entry's LONDI cells) and ``params``
+choice, goal, bow, minilm, oracle (an oracle, see :mod:`londi.features`) or a ``+``
+combination), ``calibrate`` (``londi`` with a ``cost_limit``: calibrate the weight to the limit
+after training, the default, or keep the trained ``c + lambda`` with ``false``), ``train`` (TrainConfig overrides for this entry's LONDI cells) and ``params``
 (rule options of a baseline, see :data:`londi.baselines.PARAMS`). :func:`method_keys` lists
 which keys each method takes; anything else is rejected with a message naming the valid keys.
 """

@@ -170,7 +170,10 @@ def test_oracle_features_read_the_experts_label_and_are_marked_as_an_oracle(cont
     enc = OracleHintFeatures()
     obs = TextObservation(goal="go to the red ball", text="You see a red ball 1 step forward",
                           admissible_actions=("turn left", "go forward"), oracle_action="go forward")
-    decide = lambda a: Decision(action=a, record=CallRecord(model="q"))  # noqa: E731
+
+    def decide(action):
+        return Decision(action=action, record=CallRecord(model="q"))
+
     assert enc.encode(obs, decide("turn left")).tolist() == [1.0, 1.0]  # QUICK differs from the expert
     assert enc.encode(obs, decide("go forward")).tolist() == [1.0, 0.0]
     assert enc.encode(replace(obs, oracle_action=None), decide("turn left")).tolist() == [0.0, 0.0]  # no label
@@ -188,12 +191,16 @@ def test_oracle_features_read_the_experts_label_and_are_marked_as_an_oracle(cont
         switch_obs, _, terminated, truncated, _ = env.step(QUICK)
         if terminated or truncated:
             break
-    # a rule that reads the oracle feature is reported as an oracle in results.json
-    rule = AlwaysQuick()
-    rule.features = "quick+oracle"
-    quick, deep = controlled_pair
-    res = evaluate_methods({"probe": Method(rule, quick, deep)}, episodes=2, seed=0, progress=False)
-    assert res["methods"]["probe"]["oracle"] is True
+    # a rule that reads the oracle feature is reported as an oracle in results.json, others are not
+    from conftest import ControlledPolicy
+
+    rule, plain = AlwaysQuick(), AlwaysQuick()
+    rule.features, plain.features = "quick+oracle", "quick+goal"
+    quick, deep = (ControlledPolicy(name=n, fail_on_hard=f) for n, f in (("q", True), ("d", False)))
+    quick.is_oracle = deep.is_oracle = False  # only the switch's features may make these runs oracles
+    res = evaluate_methods({"probe": Method(rule, quick, deep), "plain": Method(plain, quick, deep)},
+                           episodes=2, seed=0, progress=False)
+    assert res["methods"]["probe"]["oracle"] is True and "oracle" not in res["methods"]["plain"]
 
 
 def test_since_deepthink_context_feature_counts_steps_since_deepthink_acted(controlled_pair):
