@@ -755,7 +755,7 @@ Training command: `{command}`
 {mine.episodes} held-out episodes (seeds {HELDOUT_SEED_START:,} to {HELDOUT_SEED_START + mine.episodes - 1:,}, never used in
 training), the model in control at every step, through `londi.agents.lm.HFPolicy` on the CPU with
 {eval_threads} torch thread(s) (device-seconds = process CPU time per call). Measured {time.strftime("%Y-%m-%d")} on a
-2-core CPU container, both models in the same process:
+2-core CPU container, {"the models measured in this run in the same process" if len(results) > 1 else "alone"}:
 
 {markdown_table(results)}
 Per-step agreement with the expert (oracle) on the states each model visits, by where the goal
