@@ -70,7 +70,11 @@ class LearnedSwitch(SwitchRule):
         self.model = model
         self.features = features
         self.name = name
+        # the learner's direct greedy path where it has one (LondiDQN); SB3's predict otherwise
+        self._greedy = getattr(model, "greedy_action", None)
 
     def choose(self, obs: dict[str, np.ndarray], env: SwitchEnv) -> int:
+        if self._greedy is not None:
+            return self._greedy(obs)
         action, _ = self.model.predict(obs, deterministic=True)
         return int(action)

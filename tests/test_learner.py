@@ -84,6 +84,12 @@ def test_changing_c_reweights_without_relearning(trained):
             want = np.where(mask, (q_r - c * q_c).numpy(), -np.inf).argmax(axis=1)
             got = np.array([int(model.predict(o, deterministic=True)[0]) for o in states])
             np.testing.assert_array_equal(got, want)
+            # the evaluation's direct greedy path makes the same choices, masks included
+            fast = np.array([model.greedy_action(o) for o in states])
+            np.testing.assert_array_equal(fast, want)
+            spent = [{**o, "action_mask": np.array([1.0, 0.0], np.float32)} for o in states]
+            assert all(model.greedy_action(o) == 0 for o in spent)
+            assert model._greedy_cache[2] is not None  # the numpy copy served these, not the fallback
             with th.no_grad():
                 np.testing.assert_allclose(model.q_net(batch).numpy()[mask], (q_r - c * q_c).numpy()[mask], rtol=1e-5)
     finally:
@@ -91,6 +97,25 @@ def test_changing_c_reweights_without_relearning(trained):
     with th.no_grad():
         after = model.q_net.reward_cost_values(batch)
     assert th.equal(after[0], q_r) and th.equal(after[1], q_c)
+
+
+def test_greedy_action_follows_weight_updates(trained):
+    """The numpy copy behind ``greedy_action`` is rebuilt when a weight changes in place (an
+    optimizer step, a loaded state dict), so it never acts on stale values."""
+    import torch as th
+
+    model, env = trained[0.1]
+    obs, _ = env.reset(seed=500_003)
+    before = model.greedy_action(obs)
+    last = model.q_net.q_net[-1]
+    saved = {k: v.clone() for k, v in model.q_net.state_dict().items()}
+    try:
+        with th.no_grad():  # make the other action win by a wide margin, in place
+            last.bias[1 - before] += 1e6
+        assert model.greedy_action(obs) == 1 - before == int(model.predict(obs, deterministic=True)[0])
+    finally:
+        model.q_net.load_state_dict(saved)
+    assert model.greedy_action(obs) == before
 
 
 def test_saved_and_reloaded_switch_makes_the_same_decisions(trained, tmp_path):
@@ -103,7 +128,7 @@ def test_saved_and_reloaded_switch_makes_the_same_decisions(trained, tmp_path):
     for _ in range(20):
         a1 = model.predict(obs, deterministic=True)[0]
         a2 = again.predict(obs, deterministic=True)[0]
-        assert int(a1) == int(a2)
+        assert int(a1) == int(a2) == again.greedy_action(obs)
         obs, _, term, trunc, _ = env.step(int(a1))
         if term or trunc:
             obs, _ = env.reset()
