@@ -2,6 +2,6 @@
 (oracles), in-project language models and the Hugging Face / HTTP backends."""
 from londi.agents.base import Decision, TextPolicy
 from londi.agents.expert import OracleExpert
-from londi.agents.lm import SHIPPED_MODELS, HFPolicy, load_policy, shipped_models_dir
+from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK, SHIPPED_MODELS, HFPolicy, load_policy, shipped_models_dir
 
-__all__ = ["SHIPPED_MODELS", "Decision", "HFPolicy", "OracleExpert", "TextPolicy", "load_policy", "shipped_models_dir"]
+__all__ = ["DEFAULT_DEEPTHINK", "DEFAULT_QUICK", "SHIPPED_MODELS", "Decision", "HFPolicy", "OracleExpert", "TextPolicy", "load_policy", "shipped_models_dir"]

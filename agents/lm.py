@@ -9,14 +9,15 @@ key/value cache, so a call costs about one prompt forward however many actions t
 every action is a single token, as with the shipped models' tokenizer, the prompt forward alone
 scores them all).
 
-The shipped pair (``quick`` and ``deepthink``) was trained in this project by behaviour cloning
-from the BabyAI bot (see ``scripts/train_lms.py`` and ``docs/models.md``); it is loaded through the
-same code as any user checkpoint::
+The default pair (``quick-dagger`` and ``deepthink-dagger``) and the first pair (``quick`` and
+``deepthink``) were trained in this project by behaviour cloning from the BabyAI bot (see
+``scripts/train_lms.py`` and ``docs/models.md``); they load through the same code as any user
+checkpoint::
 
     from londi.agents.lm import load_policy
 
-    quick = load_policy("quick")                 # shipped, tiny and cheap
-    deep = load_policy("deepthink")              # shipped, bigger, with history
+    quick = load_policy("quick-dagger")          # shipped, tiny and cheap
+    deep = load_policy("deepthink-dagger")       # shipped, bigger, with history
     mine = load_policy("/path/to/checkpoint")    # any local HF causal or seq2seq folder
 
 Every call returns a :class:`~londi.agents.base.Decision` whose :class:`~londi.meter.CallRecord`
@@ -46,12 +47,15 @@ if TYPE_CHECKING:  # torch and transformers are imported lazily: importing londi
 
 logger = logging.getLogger(__name__)
 
-#: The models shipped with the package (folders under :func:`shipped_models_dir`).
-SHIPPED_MODELS: tuple[str, ...] = ("quick", "deepthink")
-#: Other BabyAI-Text checkpoints shipped beside the default pair, also loaded by name (see each
-#: model card): ``quick-dagger`` and ``deepthink-dagger``, a QUICK and a DEEPTHINK of the default
-#: architectures trained with learner-led DAgger rounds (the "strong pair").
-EXTRA_MODELS: tuple[str, ...] = ("quick-dagger", "deepthink-dagger")
+#: The default QUICK and DEEPTHINK: BabyAI-Text checkpoints trained with learner-led DAgger
+#: rounds (``scripts/train_lms.py``; see each model card and docs/models.md).
+DEFAULT_QUICK = "quick-dagger"
+DEFAULT_DEEPTHINK = "deepthink-dagger"
+#: The default pair, shipped with the package (folders under :func:`shipped_models_dir`).
+SHIPPED_MODELS: tuple[str, ...] = (DEFAULT_QUICK, DEFAULT_DEEPTHINK)
+#: The first pair, ``quick`` and ``deepthink`` (the same architectures trained with less or no
+#: DAgger; the default until 2026-11-24), still shipped and loaded by name for comparisons.
+EXTRA_MODELS: tuple[str, ...] = ("quick", "deepthink")
 #: The TextWorld and ScienceWorld pairs (``scripts/train_text_lms.py``), also loaded by name.
 TEXT_GAME_MODELS: tuple[str, ...] = (
     "textworld-quick", "textworld-deepthink", "scienceworld-quick", "scienceworld-deepthink",
@@ -73,7 +77,7 @@ def shipped_models_dir() -> Path:
 
 
 def shipped_model_path(name: str) -> Path:
-    """The folder of a shipped model (``"quick"``, ``"deepthink"``, one of :data:`EXTRA_MODELS` or
+    """The folder of a shipped model (:data:`SHIPPED_MODELS`, :data:`EXTRA_MODELS` or
     :data:`TEXT_GAME_MODELS`); an error naming the valid ones."""
     check_choice("shipped model", name, SHIPPED_MODELS + EXTRA_MODELS + TEXT_GAME_MODELS)
     return shipped_models_dir() / name
@@ -658,7 +662,7 @@ def _load_folder(folder: Path, **kwargs: Any) -> TextPolicy:
 
 
 def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
-    """Load a shipped model by name (``"quick"``, ``"deepthink"``, :data:`TEXT_GAME_MODELS`) or any
+    """Load a shipped model by name (:data:`SHIPPED_MODELS`, :data:`EXTRA_MODELS`, :data:`TEXT_GAME_MODELS`) or any
     local checkpoint folder. A checkpoint whose ``londi_policy.json`` has a ``"candidates"`` entry
     loads as a :class:`~londi.agents.candidates.CandidatePolicy` (scores a short candidate list); a
     folder with an ``londi_ensemble.json`` manifest loads as a

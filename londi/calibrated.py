@@ -53,7 +53,7 @@ CALLS_TOLERANCE = 0.05
 #: Calibration episodes for a calls-per-episode target. Calls per episode vary a lot (a switch at
 #: 8 calls per episode on average made 0-31 on single episodes, standard deviation ~7), so the
 #: mean of n episodes is uncertain by ~7/sqrt(n) calls: 24 episodes leave ~18% of L = 8, 96 ~9%.
-#: The LM call cache makes the episodes cheap (~2 min for 8 rounds of 96 on the shipped pair).
+#: The LM call cache makes the episodes cheap (~2 min for 8 rounds of 96 on the first pair).
 DEFAULT_LIMIT_CALIBRATION_EPISODES = 96
 #: Calibration rounds (thresholds measured) for a calls-per-episode target.
 LIMIT_CALIBRATION_ROUNDS = 8

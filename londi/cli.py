@@ -170,11 +170,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- parser
 def _add_lm_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", default="quick",
-                   help="QUICK model: shipped name, checkpoint folder or server URL (default: quick)")
-    p.add_argument("--deepthink", default="deepthink",
+    from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK
+
+    p.add_argument("--quick", default=DEFAULT_QUICK,
+                   help=f"QUICK model: shipped name, checkpoint folder or server URL (default: {DEFAULT_QUICK})")
+    p.add_argument("--deepthink", default=DEFAULT_DEEPTHINK,
                    help="DEEPTHINK model: shipped name, checkpoint folder or OpenAI-compatible server URL "
-                        "such as http://127.0.0.1:8000/v1 (key from LONDI_API_KEY) (default: deepthink)")
+                        f"such as http://127.0.0.1:8000/v1 (key from LONDI_API_KEY) (default: {DEFAULT_DEEPTHINK})")
     p.add_argument("--http-api", choices=("chat", "completions"), default="chat",
                    help="API of a served model: chat (instruction models) or completions (base models, "
                         "`londi serve`) (default chat)")

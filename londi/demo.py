@@ -17,7 +17,7 @@ from londi.io import atomic_write_json
 logger = logging.getLogger(__name__)
 
 #: The demo's switch: a per-call cost and a training length that fit the 10-minute budget.
-DEMO_COST = 0.01
+DEMO_COST = 0.05
 DEMO_STEPS = 8000
 DEMO_EPISODES = 200
 
@@ -64,7 +64,7 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the results dict (also in ``results.json``)."""
-    from londi.agents.lm import load_policy
+    from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK, load_policy
     from londi.evaluate import Method, evaluate_methods
     from londi.rules import AlwaysDeepthink, AlwaysQuick, LearnedSwitch
     from londi.train import TrainConfig, train_switch
@@ -72,7 +72,7 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    quick, deepthink = load_policy("quick"), load_policy("deepthink")
+    quick, deepthink = load_policy(DEFAULT_QUICK), load_policy(DEFAULT_DEEPTHINK)
     config = TrainConfig(env=env_id, cost=cost, steps=steps, seed=seed).validate()
     model = train_switch(config, out / "switch", quick=quick, deepthink=deepthink, progress=progress)
     model.get_env().close()  # evaluation builds its own env

@@ -5,7 +5,7 @@ switches trained with the demo's defaults (c = 0.01, 8,000 steps, seeds 0, 1, 2)
 0.790, 0.840 and 0.695 at DEEPTHINK call fractions 0.454, 0.388 and 0.481. The decision
 ``Q_r(s, D) - Q_r(s, Q) > w (Q_c(s, D) - Q_c(s, Q))`` compares gaps of a few hundredths, so each
 member's value errors flip it in many states; averaging the members' ``Q_r`` and ``Q_c`` before
-the choice is the standard way to average such errors out. Measured on the shipped pair it did
+the choice is the standard way to average such errors out. Measured on the first pair it did
 not pay: ensembles of three were no steadier than single switches and 0.035 lower in success
 over three benchmark seeds (docs/benchmarks.md, "Validation runs"), so it is an option, not the
 default.

@@ -23,7 +23,7 @@ sampling would leave into one it never leaves, and so scores the switch on other
 the ones it will play.
 
 It is on by default (:attr:`~londi.train.TrainConfig.select_every` 2000 steps, 120 episodes)
-for runs with a per-call cost or a hard budget: on the shipped pair it lifted the mean of three
+for runs with a per-call cost or a hard budget: on the first pair it lifted the mean of three
 training seeds and cut their calls on both the validation and the benchmark episodes
 (docs/benchmarks.md, "Keeping the best weights").
 

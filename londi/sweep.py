@@ -18,8 +18,8 @@ Every method of a sweep uses the same env, LM pair, episodes and seeds (top-leve
       "name": "cost_sweep",                     # optional, default: the file's stem
       "description": "free text",               # optional
       "env": "londi/BabyAIText-GoToLocal-v0",   # default: the default env
-      "quick": "quick",                         # QUICK: shipped name or checkpoint folder
-      "deepthink": "deepthink",                 # DEEPTHINK: likewise
+      "quick": "quick-dagger",                  # QUICK: shipped name or checkpoint folder (default: the default pair's)
+      "deepthink": "deepthink-dagger",          # DEEPTHINK: likewise
       "policy_factory": null,                   # optional "module:function" building the pair:
                                                 #   function(quick, deepthink) -> (QUICK, DEEPTHINK)
       "episodes": 200,                          # held-out episodes per cell
@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK
 from londi.errors import ConfigError, LondiError, UnknownChoiceError
 
 logger = logging.getLogger(__name__)
@@ -278,7 +279,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any], *, name: str
     ids = env_ids()
     if env not in ids:
         raise UnknownChoiceError("env id", str(env), ids)
-    quick, deepthink = data.get("quick", "quick"), data.get("deepthink", "deepthink")
+    quick, deepthink = data.get("quick", DEFAULT_QUICK), data.get("deepthink", DEFAULT_DEEPTHINK)
     for key, value in (("quick", quick), ("deepthink", deepthink)):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key} must be a model name or checkpoint folder, got {value!r}")

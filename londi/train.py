@@ -26,6 +26,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 
+from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK
 from londi.ensemble import SwitchEnsemble
 from londi.envs import DEFAULT_ENV_ID, env_ids
 from londi.errors import ConfigError, LondiError, UnknownChoiceError
@@ -49,19 +50,21 @@ class TrainConfig:
 
     env: str = DEFAULT_ENV_ID
     """Env id to train on (``londi envs`` lists them)."""
-    quick: str = "quick"
+    quick: str = DEFAULT_QUICK
     """QUICK model: a shipped name or a checkpoint folder."""
-    deepthink: str = "deepthink"
+    deepthink: str = DEFAULT_DEEPTHINK
     """DEEPTHINK model: a shipped name or a checkpoint folder."""
     features: str = "quick+goal+choice"
     """Switch features: quick, choice, goal, bow, minilm, oracle (**an oracle**: the expert's label,
     for controlled experiments only), or a '+' combination. QUICK's own signals
-    (entropy, margin, hidden state) alone left the shipped pair's switch calling DEEPTHINK almost
+    (entropy, margin, hidden state) alone left the first pair's switch calling DEEPTHINK almost
     nowhere; where the goal shows up in the observation gave it the cue QUICK misses, and the
     action QUICK proposes (``choice``) the one it needs to overrule a bad draw (docs/benchmarks.md,
     "The learner")."""
-    cost: float = 0.02
-    """Per-call cost c of DEEPTHINK, in reward units (>= 0)."""
+    cost: float = 0.05
+    """Per-call cost c of DEEPTHINK, in reward units (>= 0). 0.05 is the demo's: on the default
+    pair it kept 0.956x always-DEEPTHINK's success with DEEPTHINK on 22% of the steps and 0.47x
+    its device-seconds, pooled over three seeds (docs/benchmarks.md, "The default pair")."""
     budget: int | None = None
     """Hard cap B on DEEPTHINK calls per episode (LONDI-B); None for no cap."""
     cost_limit: float | None = None
@@ -88,10 +91,15 @@ class TrainConfig:
     """Discount for the reward and cost values. A BabyAI-Text episode runs ~25 steps and a
     DEEPTHINK call pays off only at the goal, so the horizon must reach it (0.95**25 = 0.28,
     0.99**25 = 0.78)."""
-    n_steps: int = 16
-    """n-step targets for the reward and cost values (1: one-step DQN targets). BabyAI-Text pays
-    only at the goal, so 16-step sums carry it back to the switch decisions that earned it in a
-    few updates instead of hundreds (docs/benchmarks.md, "n-step targets and goal features")."""
+    n_steps: int = 1
+    """n-step targets for the reward and cost values (1: one-step DQN targets). With the first
+    pair (``quick``, ``deepthink``: long episodes, a weak QUICK) 16-step sums carried the goal's
+    reward back to the switch decisions that earned it far faster (docs/benchmarks.md, "n-step
+    targets and goal features"). With the default pair episodes are short, and an n-step sum
+    under epsilon-greedy exploration also counts the random calls of the next steps, which spend
+    the budget a capped switch is weighing: one-step targets made LONDI-B at B = 4 reach 0.892
+    against 0.843 with 16 (three seeds), and LONDI far more frugal (docs/benchmarks.md, "The
+    default pair" and "A stronger pair")."""
     train_freq: int = 1
     """Gradient step every this many env steps."""
     target_update_interval: int = 250

@@ -273,8 +273,10 @@ def agreement_table(results: list[EvalResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["quick", "deepthink"],
-                        help="shipped names or checkpoint folders (default: the shipped pair)")
+    from londi.agents.lm import SHIPPED_MODELS
+
+    parser.add_argument("--models", nargs="+", default=list(SHIPPED_MODELS),
+                        help="shipped names or checkpoint folders (default: the default pair, %(default)s)")
     parser.add_argument("--episodes", type=int, default=200, help="held-out episodes per model")
     parser.add_argument("--seed-start", type=int, default=HELDOUT_SEED_START, help="first held-out seed")
     parser.add_argument("--env", default=None, help="env id (default: londi's DEFAULT_ENV_ID)")

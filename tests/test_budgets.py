@@ -122,13 +122,15 @@ def test_lambda_rises_while_violated_and_falls_back(controlled_pair):
 
 @pytest.fixture(scope="module")
 def lagrangian_switch():
-    """A Lagrangian switch (c = 0, limit 1 call per episode) trained on the controlled pair."""
+    """A Lagrangian switch (c = 0, limit 1 call per episode) trained on the controlled pair, whose
+    stuck QUICK makes episodes long: 16-step targets, as in tests/test_learner.py's fixture."""
     from conftest import ControlledPolicy
 
     quick = ControlledPolicy(name="controlled-quick", fail_on_hard=True, seconds=0.001)
     deep = ControlledPolicy(name="controlled-deepthink", fail_on_hard=False, seconds=0.02)
     env = build_switch_env(ENVS[0], quick, deep, call_cost=0.0)
-    config = TrainConfig(steps=3000, cost=0.0, cost_limit=1.0, lambda_lr=0.05, learning_starts=300, features="quick")
+    config = TrainConfig(steps=3000, cost=0.0, cost_limit=1.0, lambda_lr=0.05, learning_starts=300, features="quick",
+                         n_steps=16)
     model = build_learner(config, env)
     model.learn(config.steps)
     return model, config, quick, deep

@@ -265,34 +265,35 @@ def test_tokenizer_keeps_actions_and_phrases_whole():
 
 @pytest.mark.slow
 def test_small_training_run_beats_random(tmp_path):
-    """``train_lms.py --small``: the whole pipeline (expert demos, a DAgger round, saving) in
-    about a minute; the model it saves, loaded through HFPolicy, beats a uniformly random policy
-    both at imitating the expert (oracle) and at reaching the goal."""
+    """``train_lms.py --small`` on the default DEEPTHINK's recipe: the whole pipeline (expert
+    demos, a DAgger round, saving) in about a minute; the model it saves, loaded through
+    HFPolicy, beats a uniformly random policy both at imitating the expert (oracle) and at
+    reaching the goal."""
     import torch
 
     train = _load_script("train_lms")
     bench = _load_script("bench_lms")
     threads = torch.get_num_threads()
     try:
-        assert train.main(["--small", "--models", "deepthink", "--out", str(tmp_path), "--eval-episodes", "0",
+        assert train.main(["--small", "--models", "deepthink-dagger", "--out", str(tmp_path), "--eval-episodes", "0",
                            "--keep-rounds", "--log-json", str(tmp_path / "log.json")]) == 0
     finally:
         torch.set_num_threads(threads)
-    folder = tmp_path / "deepthink"
+    folder = tmp_path / "deepthink-dagger"
     assert verify_checksums(folder) and (folder / "londi_policy.json").is_file()
     assert not (folder / "MODEL_CARD.md").exists()  # no evaluation, no card
-    kept = tmp_path / "deepthink-round1"  # --keep-rounds: the (only) DAgger round's model and log
+    kept = tmp_path / "deepthink-dagger-round1"  # --keep-rounds: the (only) DAgger round's model and log
     assert (kept / "config.json").is_file()
     assert [p["phase"] for p in json.loads((kept / "train_log.json").read_text())["phases"]] == ["demos", "dagger1"]
 
     # --evaluate-only: measure the trained folder (as after training on another machine), write the card.
     try:
-        assert train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only", "--eval-episodes", "3",
+        assert train.main(["--models", "deepthink-dagger", "--out", str(tmp_path), "--evaluate-only", "--eval-episodes", "3",
                            "--log-json", str(tmp_path / "log.json")]) == 0
     finally:
         torch.set_num_threads(threads)
     card = (folder / "MODEL_CARD.md").read_text()
-    assert "--small --models deepthink" in card and "--keep-rounds" in card  # the training command
+    assert "--small --models deepthink-dagger" in card and "--keep-rounds" in card  # the training command
     assert "a 2-core CPU container" in card and "3 held-out episodes" in card
     log = json.loads((tmp_path / "log.json").read_text())
     assert len(log["results"]) == 1 and log["results"][0]["episodes"] == 3 and "--evaluate-only" in log["evaluate_command"]
@@ -343,3 +344,24 @@ def test_spec_overrides_are_typed_and_checked():
                 "quick.sample=maybe"):
         with pytest.raises(SystemExit):
             train.apply_overrides(train.SPECS, [bad], parser)
+
+
+def test_every_entry_point_defaults_to_the_default_pair():
+    """``londi train/eval``, ``TrainConfig``, a sweep without ``quick``/``deepthink``, the demo and
+    ``train_lms.py`` all use the default pair, which is shipped and loads by name."""
+    from londi.agents import DEFAULT_DEEPTHINK, DEFAULT_QUICK, SHIPPED_MODELS
+    from londi.cli import build_parser
+    from londi.sweep import load_config
+    from londi.train import TrainConfig
+
+    assert SHIPPED_MODELS == (DEFAULT_QUICK, DEFAULT_DEEPTHINK) == ("quick-dagger", "deepthink-dagger")
+    for command in (["train"], ["eval", "--method", "always-quick"], ["sweep", "experiments/smoke.json"]):
+        args = build_parser().parse_args(command)
+        if hasattr(args, "quick"):
+            assert (args.quick, args.deepthink) == SHIPPED_MODELS
+    assert (TrainConfig().quick, TrainConfig().deepthink) == SHIPPED_MODELS
+    sweep = load_config({"name": "t", "episodes": 1, "seeds": [0], "grid": [{"method": "always-quick"}]})
+    assert {(c.quick, c.deepthink) for c in sweep.cells} == {SHIPPED_MODELS}
+    assert _load_script("train_lms").DEFAULT_MODELS == list(SHIPPED_MODELS)
+    for name in SHIPPED_MODELS:
+        assert verify_checksums(shipped_model_path(name))

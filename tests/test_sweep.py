@@ -43,7 +43,9 @@ def test_shipped_configs_are_valid():
 
     assert set(METHODS) == set(CORE_METHODS) | set(BASELINES)
     names = {p.stem for p in (ROOT / "experiments").glob("*.json")}
-    assert {"cost_sweep", "budget_sweep", "encoder_swap", "lm_swap", "baselines", "smoke", "strong_pair"} <= names
+    assert {"cost_sweep", "budget_sweep", "budget_sweep_first_pair", "encoder_swap", "lm_swap", "baselines",
+            "baselines_first_pair", "smoke",
+            "strong_pair"} <= names
     for name in names:
         config = load_config(ROOT / "experiments" / f"{name}.json")
         assert config.cells and config.name == name
