@@ -221,15 +221,20 @@ class _NumpyQNetwork:
             heads.append(layers)
         return cls(list(sub.keys()), heads, float(net.cost_weight))
 
-    def greedy(self, observation: dict[str, np.ndarray]) -> int:
+    def values(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``Q_r(s, .)`` and ``Q_c(s, .)`` of one observation."""
         x = np.concatenate([np.asarray(observation[k], dtype=np.float32).reshape(-1) for k in self.keys])
-        values = []
+        out = []
         for layers in self.heads:
             h = x
             for layer in layers:
                 h = h @ layer[0] + layer[1] if isinstance(layer, tuple) else layer(h)
-            values.append(h)
-        score = values[0] - np.float32(self.cost_weight) * values[1]
+            out.append(h)
+        return out[0], out[1]
+
+    def greedy(self, observation: dict[str, np.ndarray]) -> int:
+        q_r, q_c = self.values(observation)
+        score = q_r - np.float32(self.cost_weight) * q_c
         mask = observation.get(MASK_KEY)
         if mask is not None:
             score = np.where(np.asarray(mask, dtype=np.float32).reshape(-1) > 0.5, score, _NEG)
@@ -345,7 +350,11 @@ class LondiDQN(DQN):
 
     # ------------------------------------------------------------------ acting
     def values(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``Q_r(s, .)`` and ``Q_c(s, .)`` of one (unbatched) observation, each of shape ``(2,)``."""
+        """``Q_r(s, .)`` and ``Q_c(s, .)`` of one (unbatched) observation, each of shape ``(2,)``
+        (from the numpy copy of :meth:`greedy_action` where there is one)."""
+        numpy_net = self._numpy_copy()
+        if numpy_net is not None:
+            return numpy_net.values(observation)
         tensor, _ = self.policy.obs_to_tensor(observation)
         with th.no_grad():
             q_r, q_c = self.policy.q_net.reward_cost_values(tensor)
@@ -362,6 +371,16 @@ class LondiDQN(DQN):
         whenever a weight or ``c + lambda`` changed (torch's in-place version counters), so it
         can be called during training as well.
         """
+        numpy_net = self._numpy_copy()
+        if numpy_net is not None:
+            return numpy_net.greedy(observation)
+        obs = {k: th.as_tensor(np.asarray(v, dtype=np.float32), device=self.device).reshape(1, -1)
+               for k, v in observation.items()}
+        with th.inference_mode():
+            return int(self.policy.q_net(obs).argmax(dim=1)[0])
+
+    def _numpy_copy(self) -> _NumpyQNetwork | None:
+        """The numpy copy of the online Q-networks, rebuilt when a weight or the cost weight changed."""
         net = self.policy.q_net
         tensors = (*net.parameters(), net.cost_weight)
         versions = tuple(t._version for t in tensors)
@@ -370,13 +389,7 @@ class LondiDQN(DQN):
         if (cache is None or cache[1] != versions or len(cache[0]) != len(tensors)
                 or not all(a is b for a, b in zip(cache[0], tensors))):
             cache = self._greedy_cache = (tensors, versions, _NumpyQNetwork.build(net, self.observation_space))
-        numpy_net = cache[2]
-        if numpy_net is not None:
-            return numpy_net.greedy(observation)
-        obs = {k: th.as_tensor(np.asarray(v, dtype=np.float32), device=self.device).reshape(1, -1)
-               for k, v in observation.items()}
-        with th.inference_mode():
-            return int(net(obs).argmax(dim=1)[0])
+        return cache[2]
 
     def _masked_random(self, mask: np.ndarray) -> np.ndarray:
         out = []
