@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,21 @@ def seed_policy(policy: object, seed: int | None) -> None:
         set_seed(seed)
 
 
+def policy_endpoint(policy: object) -> str:
+    """``policy.endpoint`` where it has one (user policies need not subclass TextPolicy)."""
+    endpoint = getattr(policy, "endpoint", None)
+    return str(endpoint) if endpoint else str(getattr(policy, "name", type(policy).__name__))
+
+
+def policy_fingerprint(policy: object) -> dict[str, Any]:
+    """``policy.fingerprint()`` where it has one, else its class and name."""
+    fingerprint = getattr(policy, "fingerprint", None)
+    if callable(fingerprint):
+        return dict(fingerprint())
+    return {"kind": f"{type(policy).__module__}.{type(policy).__qualname__}",
+            "name": str(getattr(policy, "name", type(policy).__name__))}
+
+
 class TextPolicy(abc.ABC):
     """A policy over text actions. Stateless between calls except through :meth:`reset`.
 
@@ -67,6 +83,17 @@ class TextPolicy(abc.ABC):
 
     def set_seed(self, seed: int | None) -> None:  # noqa: B027 - optional hook
         """Reseed any randomness in the policy's choices (sampling policies override this)."""
+
+    @property
+    def endpoint(self) -> str:
+        """Where the model answers from, for error messages: its name here; a served model's URL."""
+        return self.name
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this policy's behaviour, for a saved switch's description (see
+        :func:`policy_fingerprint`): by default its class and name. Checkpoint-backed policies
+        add a digest of their weights, served ones their endpoint and model."""
+        return {"kind": f"{type(self).__module__}.{type(self).__qualname__}", "name": self.name}
 
     @abc.abstractmethod
     def act(self, obs: TextObservation) -> Decision:

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from londi.agents.base import Decision, TextPolicy, seed_policy
+from londi.agents.base import Decision, TextPolicy, policy_endpoint, policy_fingerprint, seed_policy
 from londi.envs.base import TextObservation
 from londi.errors import LondiError
 from londi.meter import CallRecord
@@ -165,6 +165,13 @@ class CachedPolicy(TextPolicy):
         return self.policy.name
 
     @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        return policy_endpoint(self.policy)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return policy_fingerprint(self.policy)
+
+    @property
     def namespace(self) -> str:
         """The part of the key that names the model and its settings."""
         namespace = getattr(self.policy, "cache_namespace", None)
@@ -247,6 +254,7 @@ class CachedPolicy(TextPolicy):
                 device_seconds=0.0,
                 wall_seconds=time.perf_counter() - t0,
                 cache_hit=True,
+                device_measured=True,  # known, not guessed: the model did not run
             )
             return _copy(found, record)
         self.misses += 1

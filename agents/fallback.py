@@ -41,8 +41,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from londi.agents.base import Decision, TextPolicy, seed_policy
+from londi.agents.base import Decision, TextPolicy, policy_endpoint, policy_fingerprint, seed_policy
 from londi.envs.base import TextObservation
+from londi.errors import TOLERATED_POLICY_ERRORS
 from londi.meter import CallRecord
 
 logger = logging.getLogger(__name__)
@@ -118,8 +119,9 @@ class FallbackPolicy(TextPolicy):
             tried again (once; a failure re-opens the breaker). Saves the timeouts and retries
             of a server that is down. ``None`` (the default) always asks the primary.
         cooldown_calls: calls the primary is skipped for while the breaker is open.
-        catch: the exception types treated as a failure of the primary (default: any
-            ``Exception``; ``KeyboardInterrupt`` and the like always propagate).
+        catch: the exception types treated as a failure of the primary (default:
+            :data:`~londi.errors.TOLERATED_POLICY_ERRORS`: timeouts, HTTP and connection
+            errors). Anything else, such as a bug in the primary, propagates.
 
     Attributes:
         episode: :class:`FallbackStats` since the last :meth:`reset`.
@@ -137,7 +139,7 @@ class FallbackPolicy(TextPolicy):
         timeout: float | None = None,
         max_consecutive_errors: int | None = None,
         cooldown_calls: int = 10,
-        catch: tuple[type[BaseException], ...] = (Exception,),
+        catch: tuple[type[BaseException], ...] = TOLERATED_POLICY_ERRORS,
     ) -> None:
         for role, policy in (("primary", primary), ("fallback", fallback)):
             if not isinstance(policy, TextPolicy):
@@ -171,6 +173,15 @@ class FallbackPolicy(TextPolicy):
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.primary.name
+
+    @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        return policy_endpoint(self.primary)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The primary's: the fallback only stands in for it (and each answer it gives is
+        counted as a failure of the primary)."""
+        return policy_fingerprint(self.primary)
 
     @property
     def is_oracle(self) -> bool:  # type: ignore[override]

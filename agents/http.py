@@ -1,4 +1,5 @@
-"""A text policy backed by any OpenAI-compatible HTTP server (vLLM, Ollama, llama.cpp, ``londi serve``).
+"""A text policy backed by any OpenAI-compatible HTTP server (vLLM, Ollama, llama.cpp,
+``transformers serve``, ``londi serve``).
 
 :class:`HTTPPolicy` turns an observation into the shared LONDI prompt
 (:func:`londi.agents.prompt.build_prompt`), asks the server for a completion, and maps the
@@ -29,6 +30,21 @@ Failures
     :class:`HTTPBackendError` is raised; its ``record`` holds the call's accounting (the error
     and the retries), so that :class:`londi.agents.fallback.FallbackPolicy` can record it.
 
+Servers that reject a parameter
+    Some OpenAI-compatible servers refuse an optional parameter: ``transformers serve`` answers
+    every request that has a ``stop`` with HTTP 400 when the model's tokenizer cannot encode the
+    stop string (``{"detail": "substring not found"}``). On a 400 or 422 the policy then adapts,
+    within the same call: a parameter of :data:`OPTIONAL_PARAMS` that the error names (OpenAI's
+    ``error.param``, a validation error's ``loc``, or the parameter's name in the message) is
+    dropped and the request is sent again at once; an error that names no parameter is probed
+    by sending the request once without ``stop`` (then once without ``seed``), each probe at
+    most once per policy. Only a probe that succeeds convicts its parameter; one that fails
+    again restores it and the call fails with the server's first error, as any 400 does. A
+    dropped parameter is remembered (:attr:`HTTPPolicy.unsupported_params`) and never sent
+    again by that policy; a dropped ``stop`` is applied on the client side (the answer is cut
+    at the first stop string) and logged once at WARNING. These re-sends are not retries: they
+    wait for no backoff and are not counted in ``retries``.
+
 Accounting (the :class:`~londi.meter.CallRecord` of each call)
     ``device="http"``. ``device_seconds`` is the server-side compute time when the server
     reports one (llama.cpp's ``timings.prompt_ms + timings.predicted_ms``, which ``londi serve``
@@ -47,6 +63,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -58,7 +75,7 @@ from londi.agents.base import Decision, TextPolicy
 from londi.agents.matching import MATCH_KINDS, Match, match_action
 from londi.agents.prompt import build_prompt
 from londi.envs.base import TextObservation
-from londi.errors import ConfigError, LondiError, check_choice
+from londi.errors import ConfigError, ModelCallError, check_choice
 from londi.meter import CallRecord, estimate_flops
 
 logger = logging.getLogger(__name__)
@@ -76,6 +93,16 @@ CHARS_PER_TOKEN = 4.0
 
 #: Statuses worth retrying: timeouts, conflicts, rate limits and server errors.
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
+
+#: Statuses with which a server rejects a request it cannot take (bad or unsupported fields).
+REJECT_STATUSES = frozenset({400, 422})
+
+#: Optional request parameters that :class:`HTTPPolicy` leaves out, for the rest of its life,
+#: once a server rejects them (see "Servers that reject a parameter" in the module docstring),
+#: in the order in which an unexplained rejection is probed. ``stop`` is then applied on the
+#: client side; ``seed`` only matters for sampling servers. Nothing else is ever dropped: the
+#: model, the prompt, ``max_tokens``, ``temperature`` and ``extra_body`` are always sent.
+OPTIONAL_PARAMS: tuple[str, ...] = ("stop", "seed")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent playing a text game. Read the goal, the possible actions and the "
@@ -116,7 +143,7 @@ class _Secret:
         return (_Secret, (None,))
 
 
-class HTTPBackendError(LondiError):
+class HTTPBackendError(ModelCallError):
     """An HTTP backend call that could not be completed.
 
     Attributes:
@@ -194,8 +221,13 @@ class HTTPPolicy(TextPolicy):
         system_prompt: the system message for ``"chat"`` (``None`` sends none); unused for
             ``"completions"``.
         prompt_kwargs: keyword arguments for :func:`~londi.agents.prompt.build_prompt`
-            (``history_length``, ``max_listed_actions``, ...). The actions are always listed,
-            since a generating model must know its choices.
+            (``history_length``, ``max_listed_actions``, ...); ``list_actions`` is its own
+            argument.
+        list_actions: list the admissible actions in the prompt (the default: a general LLM must
+            know its choices). Pass ``False`` for a model trained on the LONDI prompt without
+            them, as every shipped checkpoint is (``londi_policy.json`` says
+            ``"list_actions": false``): shown a list it never saw in training, the shipped
+            ``deepthink-dagger`` solves 0.56 of the BabyAI episodes instead of 0.98.
         seed: sent as the request's ``seed`` where given (servers that sample use it).
         n_parameters: the model's parameter count, for the FLOPs estimate (0 FLOPs when unknown).
         extra_body: more fields merged into every request body (e.g. Ollama ``options``).
@@ -208,7 +240,10 @@ class HTTPPolicy(TextPolicy):
         retries: retries made over all calls.
         match_counts: how many answers matched ``"exact"``, ``"normalised"`` and ``"nearest"``.
         last_match: the :class:`~londi.agents.matching.Match` of the last answer.
-        last_text: the raw text of the last answer.
+        last_text: the text of the last answer (cut at the first stop string when the server
+            does not support ``stop``).
+        unsupported_params: the optional request parameters the server rejected, which this
+            policy no longer sends (see the module docstring).
     """
 
     def __init__(
@@ -229,6 +264,7 @@ class HTTPPolicy(TextPolicy):
         stop: Sequence[str] | None = None,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         prompt_kwargs: Mapping[str, Any] | None = None,
+        list_actions: bool = True,
         seed: int | None = None,
         n_parameters: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
@@ -260,9 +296,11 @@ class HTTPPolicy(TextPolicy):
             raise ValueError(f"n_parameters must be > 0 or None, got {n_parameters}")
         self.prompt_kwargs = dict(prompt_kwargs or {})
         if "list_actions" in self.prompt_kwargs:
-            raise ValueError("prompt_kwargs may not set list_actions: a generating model must see its choices")
+            raise ValueError("prompt_kwargs may not set list_actions: pass list_actions=... to HTTPPolicy")
+        self.list_actions = bool(list_actions)
         # Fail now, not at the first step, on a bad prompt option.
-        build_prompt(TextObservation(goal="g", text="t", admissible_actions=("a",)), **self.prompt_kwargs)
+        build_prompt(TextObservation(goal="g", text="t", admissible_actions=("a",)), list_actions=self.list_actions,
+                     **self.prompt_kwargs)
         self.model: str | None = model or _first_env(ENV_MODEL)
         self._name = name
         self.timeout = float(timeout)
@@ -286,11 +324,21 @@ class HTTPPolicy(TextPolicy):
         self.match_counts: dict[str, int] = {kind: 0 for kind in MATCH_KINDS}
         self.last_match: Match | None = None
         self.last_text: str | None = None
+        self.unsupported_params: set[str] = set()
+        self._probed_params: set[str] = set()
 
     # ------------------------------------------------------------------ identity
     @property
     def name(self) -> str:  # type: ignore[override]
         return self._name or self.model or "http"
+
+    @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        return f"{self.base_url} ({self.api}, model {self.model or 'the server default'})"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The endpoint, API and model name (the server's weights are not visible from here)."""
+        return {"kind": "http", "endpoint": self.base_url, "api": self.api, "model": self.model}
 
     @property
     def cache_namespace(self) -> str:
@@ -307,6 +355,8 @@ class HTTPPolicy(TextPolicy):
             "seed": self.seed,
             "extra_body": self.extra_body,
         }
+        if not self.list_actions:  # only when set, so that the keys of existing caches still hold
+            settings["list_actions"] = False
         return "http:" + json.dumps(settings, sort_keys=True, default=str)
 
     def __repr__(self) -> str:
@@ -355,13 +405,13 @@ class HTTPPolicy(TextPolicy):
 
     def prompt_for(self, obs: TextObservation) -> str:
         """The prompt sent for ``obs``."""
-        return build_prompt(obs, list_actions=True, **self.prompt_kwargs)
+        return build_prompt(obs, list_actions=self.list_actions, **self.prompt_kwargs)
 
     def _payload(self, prompt: str, model: str) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {"model": model, "max_tokens": self.max_tokens, "temperature": self.temperature}
-        if self.stop:
+        if self.stop and "stop" not in self.unsupported_params:
             body["stop"] = list(self.stop)
-        if self.seed is not None:
+        if self.seed is not None and "seed" not in self.unsupported_params:
             body["seed"] = self.seed
         if self.api == "chat":
             messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -410,6 +460,70 @@ class HTTPPolicy(TextPolicy):
                 pass  # absent, or an HTTP date: the computed backoff will do
         return delay
 
+    # ------------------------------------------------------------------ adapting to the server
+    def _named_params(self, response: httpx.Response, body: Mapping[str, Any]) -> list[str]:
+        """The optional parameters in ``body`` that a 400/422 ``response`` names as the problem.
+
+        Read from OpenAI's ``error.param``, from a validation error's ``detail[*].loc`` (FastAPI,
+        pydantic), and from the words of the message (``"Unexpected fields in the request:
+        {'seed'}"``, ``"stop_strings is not supported"``). Parameters set through ``extra_body``
+        are the user's and are never dropped.
+        """
+        candidates = [p for p in OPTIONAL_PARAMS if p in body and p not in self.extra_body]
+        if not candidates:
+            return []
+        words: set[str] = set()
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            err = data.get("error")
+            if isinstance(err, dict) and isinstance(err.get("param"), str):
+                words.add(err["param"].strip().lower())
+            detail = data.get("detail")
+            if isinstance(detail, list):  # FastAPI / pydantic validation errors
+                for item in detail:
+                    if isinstance(item, dict) and isinstance(item.get("loc"), (list, tuple)):
+                        words.update(str(part).lower() for part in item["loc"])
+        words.update(re.split(r"[^a-z0-9]+", _error_detail(response, limit=2000).lower()))
+        return [p for p in candidates if p in words]
+
+    def _probe(self, response: httpx.Response, body: dict[str, Any], tried: set[str]) -> dict[str, Any]:
+        """Take out of ``body`` the optional parameters to try the request without, after a
+        400/422 ``response``: those the error names, else the first not probed yet by this
+        policy (an unexplained rejection probes each parameter once per policy). Returns them
+        with their values, to put back if the request fails without them too; ``{}`` when there
+        is nothing left to try. No parameter is left out twice in one call."""
+        named = [p for p in self._named_params(response, body) if p not in tried]
+        if not named:
+            named = [
+                next((p for p in OPTIONAL_PARAMS
+                      if p in body and p not in self.extra_body and p not in self._probed_params
+                      and p not in tried), "")
+            ]
+            if not named[0]:
+                return {}
+        tried.update(named)
+        self._probed_params.update(named)
+        return {p: body.pop(p) for p in named}
+
+    def _mark_unsupported(self, param: str, why: str) -> None:
+        if param in self.unsupported_params:
+            return
+        self.unsupported_params.add(param)
+        if param == "stop":
+            logger.warning(
+                "HTTP backend %s: the server rejected the request parameter 'stop' (%s); sending "
+                "requests without it and cutting answers at the stop sequences %r on the client side",
+                self.name, self._redact(why), list(self.stop),
+            )
+        else:
+            logger.warning(
+                "HTTP backend %s: the server rejected the request parameter %r (%s); sending requests without it",
+                self.name, param, self._redact(why),
+            )
+
     # ------------------------------------------------------------------ the call
     def complete(self, prompt: str) -> tuple[str, CallRecord]:
         """Send ``prompt`` and return the answer's text and the call's record.
@@ -425,6 +539,9 @@ class HTTPPolicy(TextPolicy):
         start = time.perf_counter()
         attempt = 0
         self.calls += 1
+        probe: dict[str, Any] = {}  # parameters left out to see whether they were the cause
+        tried: set[str] = set()  # parameters left out in this call (each at most once)
+        rejection = ""  # the server's last rejection of a request with every parameter
         while True:
             t0 = time.perf_counter()
             response: httpx.Response | None = None
@@ -440,9 +557,27 @@ class HTTPPolicy(TextPolicy):
                 if status == 200:
                     text, usage, server_seconds = self._parse(response.json())
                     latency = time.perf_counter() - t0
+                    for param in probe:  # the request went through without them: convicted
+                        self._mark_unsupported(param, rejection)
                     break
                 retryable = status in RETRY_STATUSES or status >= 500
-                error = f"HTTP {status} from {url}: {_error_detail(response)}"
+                detail = _error_detail(response)
+                error = f"HTTP {status} from {url}: {detail}"
+                if status in REJECT_STATUSES:
+                    if probe:  # left out, they did not help: not the cause
+                        body.update(probe)
+                        probe = {}
+                    else:
+                        rejection = error
+                    if not (self.deadline is not None and time.perf_counter() - start >= self.deadline):
+                        probe = self._probe(response, body, tried)
+                        if probe:
+                            logger.info(
+                                "HTTP backend %s: %s; trying once without %s",
+                                self.name, self._redact(error), ", ".join(map(repr, probe)),
+                            )
+                            continue
+                    error = rejection  # the server's answer to the full request, not to a probe
                 if status in (401, 403):
                     error += " (check the API key: LONDI_API_KEY / OPENAI_API_KEY)"
                 elif status == 404:
@@ -486,6 +621,8 @@ class HTTPPolicy(TextPolicy):
             _sleep(delay)
             attempt += 1
 
+        if self.stop and "stop" not in body:  # the server was not asked to stop: cut here
+            text = cut_at_stop(text, self.stop)
         input_tokens = _as_int(usage.get("prompt_tokens"))
         output_tokens = _as_int(usage.get("completion_tokens"))
         if input_tokens is None:
@@ -497,6 +634,7 @@ class HTTPPolicy(TextPolicy):
             model=model,
             device="http",
             device_seconds=server_seconds if server_seconds is not None else latency,
+            device_measured=server_seconds is not None,  # the server's own compute figure
             wall_seconds=time.perf_counter() - start,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -536,6 +674,13 @@ class HTTPPolicy(TextPolicy):
         self.close()
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to (not including) the earliest occurrence of any of the ``stop`` strings,
+    as an OpenAI server that honours ``stop`` returns it."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
 def _as_int(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -567,6 +712,9 @@ __all__ = [
     "HTTPBackendError",
     "HTTPPolicy",
     "HTTPTimeoutError",
+    "OPTIONAL_PARAMS",
+    "REJECT_STATUSES",
+    "cut_at_stop",
     "estimate_tokens",
     "normalise_base_url",
 ]

@@ -217,6 +217,7 @@ class ScoringPolicy(TextPolicy):
             output_tokens=counts["output_tokens"],
             flops=self._flops(counts),
             peak_memory_bytes=timing.peak_memory_bytes,
+            device_measured=self.device.startswith("cuda"),  # CUDA events; on the CPU the switch's clock rules
         )
         return Decision(action=obs.admissible_actions[choice], record=record, probs=probs, hidden=hidden)
 
@@ -326,6 +327,7 @@ class HFPolicy(ScoringPolicy):
         self._position_limit = int(limit) if limit and not self.is_seq2seq else None
         self._action_cache: dict[str, list[int]] = {}
         self._warned_truncation = False
+        self._digest: str | None = None
         self._setup_fast_paths()
 
     def _setup_fast_paths(self) -> None:
@@ -634,6 +636,12 @@ class HFPolicy(ScoringPolicy):
             return int(cfg.d_model)
         return int(cfg.get_text_config().hidden_size if hasattr(cfg, "get_text_config") else cfg.hidden_size)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The checkpoint's weights and settings (:func:`checkpoint_digest`), hashed once."""
+        if self._digest is None:
+            self._digest = checkpoint_digest(self.path)
+        return {"kind": "hf", "name": self.name, "sha256": self._digest}
+
     def __repr__(self) -> str:
         kind = "seq2seq" if self.is_seq2seq else "causal"
         return (
@@ -641,6 +649,19 @@ class HFPolicy(ScoringPolicy):
             f"device={self.device!r}, history_length={self.history_length}, "
             f"{'sample' if self.sample else 'greedy'}, temperature={self.temperature})"
         )
+
+
+#: Files whose bytes define a checkpoint's behaviour: the weights and the policy settings.
+_FINGERPRINT_PATTERNS = ("*.safetensors", "*.bin", POLICY_CONFIG_FILE)
+
+
+def checkpoint_digest(folder: str | Path) -> str:
+    """sha256 over a checkpoint's weight files and ``londi_policy.json`` (names and bytes, sorted)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted({p for pattern in _FINGERPRINT_PATTERNS for p in folder.glob(pattern)}):
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def _policy_class(folder: Path) -> type[HFPolicy]:

@@ -24,6 +24,7 @@ the manifest.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -132,6 +133,12 @@ class LMEnsemblePolicy(ScoringPolicy):
         self.temperature = float(members[0].temperature if temperature is None else temperature)
         self.sample = bool(members[0].sample if sample is None else sample)
         self._rng = np.random.default_rng(seed)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The members' fingerprints, in order, under one digest."""
+        members = [m.fingerprint() for m in self.members]
+        digest = hashlib.sha256(json.dumps(members, sort_keys=True).encode()).hexdigest()
+        return {"kind": "hf-ensemble", "name": self.name, "sha256": digest, "members": members}
 
     @classmethod
     def from_folder(cls, folder: str | Path, *, name: str | None = None, temperature: float | None = None,

@@ -9,13 +9,15 @@ from londi.agents.base import TextPolicy
 
 
 def load_text_policy(spec: str, *, role: str, fallback: TextPolicy | None = None, http_api: str = "chat",
-                     cache: bool = True, **kwargs: Any) -> TextPolicy:
+                     http_list_actions: bool = True, cache: bool = True, **kwargs: Any) -> TextPolicy:
     """``spec`` is ``quick``/``deepthink`` (shipped), a checkpoint folder, or ``http(s)://host:port/v1``.
 
     A served model is wrapped in a call cache (``cache=True``) and, when ``fallback`` is given
     (QUICK, for DEEPTHINK), in a :class:`~londi.agents.fallback.FallbackPolicy`, so that a slow or
     dead server costs a counted fallback rather than the episode. The API key is read from
-    ``LONDI_API_KEY`` (or ``OPENAI_API_KEY``), never from the command line.
+    ``LONDI_API_KEY`` (or ``OPENAI_API_KEY``), never from the command line. ``http_list_actions``:
+    whether a served model's prompt lists the admissible actions (an instruction model must see
+    its choices; the checkpoints shipped here were trained without the list).
     """
     if spec.startswith(("http://", "https://")):
         from londi.agents.cache import CachedPolicy
@@ -23,7 +25,8 @@ def load_text_policy(spec: str, *, role: str, fallback: TextPolicy | None = None
         from londi.agents.http import HTTPPolicy
 
         host = urllib.parse.urlsplit(spec).netloc
-        policy: TextPolicy = HTTPPolicy(base_url=spec, api=http_api, name=f"{role}@{host}", **kwargs)
+        policy: TextPolicy = HTTPPolicy(base_url=spec, api=http_api, name=f"{role}@{host}",
+                                        list_actions=http_list_actions, **kwargs)
         if cache:
             policy = CachedPolicy(policy)
         if fallback is not None:

@@ -154,6 +154,14 @@ def match_action(text: str, admissible_actions: Sequence[str]) -> Match:
     if not answer:
         return Match(actions[0], "nearest", 0.0, 0)
     padded = f" {answer} "
+    # An answer that starts with an action: a completion that ran on past its answer (a server
+    # that does not stop at the end of the line, a tokenizer with no newline), "turn left go
+    # forward go forward ...". The longest such action wins ("pick up the key now" -> "pick up
+    # the key"), then list order.
+    leading = [(-len(n), i) for i, n in enumerate(norm_actions) if n and padded.startswith(f" {n} ")]
+    if leading:
+        i = min(leading)[1]
+        return Match(actions[i], "nearest", 1.0, i)
     # Contained actions: the longest wins, then the one mentioned first, then list order.
     contained = [
         (-len(n), padded.find(f" {n} "), i) for i, n in enumerate(norm_actions) if n and f" {n} " in padded

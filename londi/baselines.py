@@ -57,7 +57,6 @@ import argparse
 import logging
 import math
 import time
-import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +70,7 @@ from londi.errors import ConfigError, UnknownChoiceError
 from londi.evaluate import HELDOUT_SEED_BASE, Method, build_switch_env, run_rule
 from londi.metrics import ROLES, EpisodeStats
 from londi.rules import SwitchRule
+from londi.seeds import training_seeds  # the seed scheme; re-exported here, where it used to live
 from londi.switch_env import DEEPTHINK, QUICK, SwitchEnv
 
 logger = logging.getLogger(__name__)
@@ -89,20 +89,6 @@ DEFAULT_TRAIN_EPISODES = 12
 
 
 # ------------------------------------------------------------------------------------ helpers
-def training_seeds(seed: int, episodes: int, purpose: str) -> list[int]:
-    """``episodes`` distinct env seeds in ``[0, HELDOUT_SEED_BASE)`` for offline work.
-
-    They depend on the run seed and on ``purpose`` (e.g. ``"router-train"``), so that the
-    router's training episodes and its calibration episodes differ, and they never overlap
-    :func:`londi.evaluate.heldout_seeds`.
-    """
-    if episodes <= 0:
-        raise ValueError(f"episodes must be positive, got {episodes}")
-    ss = np.random.SeedSequence([int(seed), zlib.crc32(purpose.encode())])
-    rng = np.random.default_rng(ss)
-    return [int(s) for s in rng.choice(HELDOUT_SEED_BASE, size=episodes, replace=False)]
-
-
 def episode_task(env: SwitchEnv) -> str:
     """The task (column of the task router's matrix) of the env's current episode.
 

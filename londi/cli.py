@@ -7,7 +7,9 @@ Errors in the user's input end the command with one clear line and exit status 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 from londi.argtypes import non_negative_float as _non_negative_float
 from londi.argtypes import non_negative_int as _non_negative_int
 from londi.argtypes import positive_int as _positive_int
-from londi.errors import LondiError, UnknownChoiceError
+from londi.errors import EndpointFailureError, LondiError, UnknownChoiceError
 
 logger = logging.getLogger("londi")
 
@@ -25,6 +27,27 @@ CORE_METHODS = ("expert", "always-quick", "always-deepthink", "londi")
 
 #: Modules that add their own subcommands through ``register(subparsers)``.
 PLUGIN_COMMANDS = ("londi.serve",)
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls``: options backed by a dataclass read their
+    defaults from it (never copies of them), e.g. ``_default(TrainConfig, "cost")``."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise TypeError(f"{cls.__name__}.{name} has no default")
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def _param_default(func: Any, name: str) -> Any:
+    """The default of parameter ``name`` of ``func`` (for options backed by a function, not a dataclass)."""
+    default = inspect.signature(func).parameters[name].default
+    if default is inspect.Parameter.empty:
+        raise TypeError(f"{func.__name__}({name}) has no default")
+    return default
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -74,7 +97,9 @@ def build_method(name: str, args: argparse.Namespace, quick: Any, deepthink: Any
         from londi.calibrated import learned_switch_rule
         from londi.envs import DEFAULT_ENV_ID
 
-        model, config = load_switches(args.switch, call_cost=getattr(args, "cost", None))
+        model, config = load_switches(args.switch, call_cost=getattr(args, "cost", None), quick=quick,
+                                      deepthink=deepthink,
+                                      allow_policy_mismatch=getattr(args, "allow_policy_mismatch", False))
         if budget is None:
             budget = config.budget
         rule = learned_switch_rule(
@@ -115,8 +140,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if needs_lms:
         quick, deepthink = load_pair(args)
     methods = {n: build_method(n, args, quick, deepthink) for n in names}
-    results = evaluate_methods(methods, env_id=env_id, episodes=args.episodes, seed=args.seed,
-                               progress=not args.no_progress)
+    try:
+        results = evaluate_methods(methods, env_id=env_id, episodes=args.episodes, seed=args.seed,
+                                   progress=not args.no_progress)
+    except EndpointFailureError as exc:
+        if args.out and exc.partial_results is not None:
+            atomic_write_json(args.out, exc.partial_results)  # "valid": false, with the error
+            print(f"wrote {args.out} (marked invalid: the run stopped)", file=sys.stderr)
+        raise
     print(format_table(results))
     if args.out:
         atomic_write_json(args.out, results)
@@ -129,8 +160,9 @@ def load_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     served DEEPTHINK falls back to QUICK when it fails."""
     from londi.agents.loading import load_text_policy
 
-    quick = load_text_policy(args.quick, role="quick", http_api=args.http_api)
-    deepthink = load_text_policy(args.deepthink, role="deepthink", fallback=quick, http_api=args.http_api)
+    http = {"http_api": args.http_api, "http_list_actions": args.http_list_actions == "yes"}
+    quick = load_text_policy(args.quick, role="quick", **http)
+    deepthink = load_text_policy(args.deepthink, role="deepthink", fallback=quick, **http)
     return quick, deepthink
 
 
@@ -138,14 +170,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from londi.envs import DEFAULT_ENV_ID
     from londi.train import TrainConfig, default_run_dir, train_switch
 
-    config = TrainConfig(
-        env=args.env or DEFAULT_ENV_ID, quick=args.quick, deepthink=args.deepthink,
-        cost=args.cost, budget=args.budget, cost_limit=args.cost_limit, steps=args.steps, seed=args.seed,
-        lagrangian_multiplier_init=args.lagrangian_multiplier_init, lambda_lr=args.lambda_lr,
-        lagrangian_upper_bound=args.lagrangian_upper_bound, gamma=args.gamma,
-        select_every=args.select_every, select_episodes=args.select_episodes,
-        **{k: v for k, v in (("features", args.features), ("n_steps", args.n_steps)) if v is not None},
-    ).validate()
+    # every `londi train` option named like a TrainConfig field lands in that field
+    values = {name: getattr(args, name) for name in args.config_fields}
+    values["env"] = values.get("env") or DEFAULT_ENV_ID
+    config = TrainConfig(**values).validate()
     run_dir = Path(args.out) if args.out else default_run_dir(config)
     quick, deepthink = load_pair(args)
     model = train_switch(config, run_dir, quick=quick, deepthink=deepthink, progress=not args.no_progress)
@@ -169,17 +197,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- parser
-def _add_lm_args(p: argparse.ArgumentParser) -> None:
+def _add_lm_args(p: argparse.ArgumentParser, quick: str | None = None, deepthink: str | None = None) -> None:
+    """``--quick``, ``--deepthink`` (defaults: ``quick``/``deepthink``, else the shipped pair) and ``--http-api``."""
     from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK
 
-    p.add_argument("--quick", default=DEFAULT_QUICK,
-                   help=f"QUICK model: shipped name, checkpoint folder or server URL (default: {DEFAULT_QUICK})")
-    p.add_argument("--deepthink", default=DEFAULT_DEEPTHINK,
+    p.add_argument("--quick", default=DEFAULT_QUICK if quick is None else quick,
+                   help="QUICK model: shipped name, checkpoint folder or server URL (default: %(default)s)")
+    p.add_argument("--deepthink", default=DEFAULT_DEEPTHINK if deepthink is None else deepthink,
                    help="DEEPTHINK model: shipped name, checkpoint folder or OpenAI-compatible server URL "
-                        f"such as http://127.0.0.1:8000/v1 (key from LONDI_API_KEY) (default: {DEFAULT_DEEPTHINK})")
+                        "such as http://127.0.0.1:8000/v1 (key from LONDI_API_KEY) (default: %(default)s)")
     p.add_argument("--http-api", choices=("chat", "completions"), default="chat",
                    help="API of a served model: chat (instruction models) or completions (base models, "
                         "`londi serve`) (default chat)")
+    p.add_argument("--http-list-actions", choices=("yes", "no"), default="yes",
+                   help="list the admissible actions in a served model's prompt (default %(default)s: an "
+                        "instruction model must see its choices; pass no for the checkpoints shipped here, "
+                        "which were trained without the list, served by `londi serve` or `transformers serve`)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -217,6 +250,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_sweep_parser(sub: Any) -> None:
+    from londi.sweep import run_sweep
+
     p = sub.add_parser(
         "sweep",
         help="run a grid of methods x parameters x seeds (resumable), then write the report",
@@ -226,9 +261,9 @@ def _add_sweep_parser(sub: Any) -> None:
     )
     p.add_argument("config", metavar="CONFIG", help="sweep config file (JSON)")
     p.add_argument("--out", default=None, help="sweep folder (default runs/sweep__<name>)")
-    p.add_argument("--workers", type=_positive_int, default=2,
-                   help="cells run in parallel processes (default 2; 1 runs them in this process)")
-    p.add_argument("--max-cells", type=_non_negative_int, default=None,
+    p.add_argument("--workers", type=_positive_int, default=_param_default(run_sweep, "workers"),
+                   help="cells run in parallel processes (default %(default)s; 1 runs them in this process)")
+    p.add_argument("--max-cells", type=_non_negative_int, default=_param_default(run_sweep, "max_cells"),
                    help="run at most N unfinished cells, then stop (rerun to continue)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are finished")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -253,11 +288,17 @@ def _add_report_parser(sub: Any) -> None:
     p.add_argument("--quick-method", default="always_quick", help="name of the always-QUICK baseline")
     p.add_argument("--deepthink-method", default="always_deepthink", help="name of the always-DEEPTHINK baseline")
     p.add_argument("--oracle-method", default="oracle", help="name of the hindsight oracle method")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed for pooled cells (default: 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="bootstrap seed for pooled cells (default: %(default)s)")
     p.set_defaults(func=cmd_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from londi.calibrated import DEFAULT_CALIBRATION_EPISODES, DEFAULT_LIMIT_CALIBRATION_EPISODES
+    from londi.demo import DEMO_COST, DEMO_EPISODES, DEMO_STEPS, run_demo
+    from londi.seeds import VALIDATION_SEED
+    from londi.train import DEFAULT_SELECT_EVERY, TrainConfig
+
     parser = argparse.ArgumentParser(prog="londi", description="Learn when a text-game agent should pay for a large LM.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     parser.add_argument("--threads", type=_positive_int, default=1,
@@ -279,12 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", type=_non_negative_float, default=None,
                    help="per-call cost c the switch acts at (default: its trained c); the reward and cost values "
                         "are learned apart, so c changes without retraining")
-    p.add_argument("--episodes", type=_positive_int, default=200, help="held-out episodes (default 200)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="run seed (default 0)")
+    p.add_argument("--episodes", type=_positive_int, default=200, help="held-out episodes (default %(default)s)")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="run seed: any non-negative integer; 0-9 are the documented benchmark (0-2) and "
+                        f"validation ({VALIDATION_SEED}) seeds (default %(default)s; see londi.seeds)")
     p.add_argument("--budget", type=_non_negative_int, default=None, help="hard cap on DEEPTHINK calls per episode")
     p.add_argument("--rate", type=float, default=None,
                    help="target DEEPTHINK call rate (random, periodic, uncertainty, router and task-router baselines; "
                         "for londi, the switch's cost weight is calibrated to it)")
+    p.add_argument("--allow-policy-mismatch", action="store_true",
+                   help="evaluate a trained switch with other QUICK/DEEPTHINK policies than it was trained with "
+                        "(its switch.json names them; without this flag a mismatch is an error)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="evaluate a Lagrangian switch (--cost-limit) at its trained weight c + lambda instead of "
                         "the weight calibrated to its limit on calibration episodes")
@@ -292,45 +338,63 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed threshold for the uncertainty and router baselines (instead of --rate)")
     p.add_argument("--calibration-episodes", type=_positive_int, default=None,
                    help="training-seed episodes used to calibrate or train baselines (default: the baseline's), "
-                        "or to calibrate a trained switch (default 96 for a Lagrangian limit, 12 for --rate)")
+                        "or to calibrate a trained switch (default "
+                        f"{DEFAULT_LIMIT_CALIBRATION_EPISODES} for a Lagrangian limit, {DEFAULT_CALIBRATION_EPISODES} "
+                        "for --rate)")
     p.add_argument("--out", default=None, help="write results.json here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_lm_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("train", help="train a switch (LONDI, LONDI-B with --budget, Lagrangian with --cost-limit)")
-    p.add_argument("--env", default=None, help="env id (default: the demo's env)")
-    p.add_argument("--cost", type=_non_negative_float, default=0.02, help="per-call cost c of DEEPTHINK (default 0.02)")
-    p.add_argument("--budget", type=_non_negative_int, default=None, help="hard cap B on DEEPTHINK calls per episode")
-    p.add_argument("--cost-limit", type=_non_negative_float, default=None,
-                   help="limit L on expected DEEPTHINK calls per episode (Lagrangian)")
-    p.add_argument("--lagrangian-multiplier-init", type=_non_negative_float, default=0.0)
-    p.add_argument("--lambda-lr", type=float, default=0.02)
-    p.add_argument("--lagrangian-upper-bound", type=_non_negative_float, default=None)
-    p.add_argument("--features", default=None,
+
+    def tc(name: str) -> Any:  # defaults are TrainConfig's, never copies
+        return _default(TrainConfig, name)
+
+    p.add_argument("--env", default=tc("env"), help="env id (default: %(default)s)")
+    p.add_argument("--cost", type=_non_negative_float, default=tc("cost"),
+                   help="per-call cost c of DEEPTHINK (default %(default)s)")
+    p.add_argument("--budget", type=_non_negative_int, default=tc("budget"),
+                   help="hard cap B on DEEPTHINK calls per episode (default: none)")
+    p.add_argument("--cost-limit", type=_non_negative_float, default=tc("cost_limit"),
+                   help="limit L on expected DEEPTHINK calls per episode (Lagrangian) (default: none)")
+    p.add_argument("--lagrangian-multiplier-init", type=_non_negative_float, default=tc("lagrangian_multiplier_init"),
+                   help="initial Lagrange multiplier lambda (default %(default)s)")
+    p.add_argument("--lambda-lr", type=float, default=tc("lambda_lr"),
+                   help="dual-ascent step size for lambda (default %(default)s)")
+    p.add_argument("--lagrangian-upper-bound", type=_non_negative_float, default=tc("lagrangian_upper_bound"),
+                   help="cap on lambda (default: none)")
+    p.add_argument("--features", default=tc("features"),
                    help="switch features: quick, choice, goal, bow, minilm, oracle (the expert's label: an oracle, for controlled "
-                        "experiments) or a + combination (default: TrainConfig.features)")
-    p.add_argument("--steps", type=_positive_int, default=8000, help="training env steps (default 8000)")
-    p.add_argument("--gamma", type=float, default=0.99, help="discount of the reward and cost values (default 0.99)")
-    p.add_argument("--n-steps", type=_positive_int, default=None,
-                   help="n-step targets for the switch's values (default: TrainConfig.n_steps)")
-    p.add_argument("--select-every", type=_non_negative_int, default=None,
+                        "experiments) or a + combination (default %(default)s)")
+    p.add_argument("--steps", type=_positive_int, default=tc("steps"), help="training env steps (default %(default)s)")
+    p.add_argument("--gamma", type=float, default=tc("gamma"),
+                   help="discount of the reward and cost values (default %(default)s)")
+    p.add_argument("--n-steps", type=_positive_int, default=tc("n_steps"),
+                   help="n-step targets for the switch's values (default %(default)s)")
+    p.add_argument("--select-every", type=_non_negative_int, default=tc("select_every"),
                    help="evaluate the greedy switch every N steps on selection episodes and keep the best "
-                        "weights (default 2000, and 0 with --cost-limit; 0: keep the last; see londi.selection)")
-    p.add_argument("--select-episodes", type=_positive_int, default=120,
-                   help="selection episodes per evaluation (default 120)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+                        f"weights (default {DEFAULT_SELECT_EVERY}, and 0 with --cost-limit; 0: keep the last; "
+                        "see londi.selection)")
+    p.add_argument("--select-episodes", type=_positive_int, default=tc("select_episodes"),
+                   help="selection episodes per evaluation (default %(default)s)")
+    p.add_argument("--seed", type=_non_negative_int, default=tc("seed"),
+                   help="run seed: any non-negative integer (default %(default)s)")
     p.add_argument("--out", default=None, help="run folder (default runs/<env>__<method>__<seed>__<time>)")
     p.add_argument("--no-progress", action="store_true")
-    _add_lm_args(p)
-    p.set_defaults(func=cmd_train)
+    _add_lm_args(p, quick=tc("quick"), deepthink=tc("deepthink"))
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    p.set_defaults(func=cmd_train,
+                   config_fields=tuple(a.dest for a in p._actions if a.dest in train_fields))
 
     p = sub.add_parser("demo", help="train and evaluate a switch on the default env (the README's main job)")
-    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the demo's)")
-    p.add_argument("--episodes", type=_positive_int, default=None, help="held-out episodes (default: the demo's)")
-    p.add_argument("--cost", type=_non_negative_float, default=None, help="per-call cost (default: the demo's)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--out", default=_param_default(run_demo, "out_dir"), help="output folder (default %(default)s)")
+    p.add_argument("--steps", type=_positive_int, default=DEMO_STEPS, help="training steps (default %(default)s)")
+    p.add_argument("--episodes", type=_positive_int, default=DEMO_EPISODES,
+                   help="held-out episodes (default %(default)s)")
+    p.add_argument("--cost", type=_non_negative_float, default=DEMO_COST, help="per-call cost (default %(default)s)")
+    p.add_argument("--seed", type=_non_negative_int, default=_param_default(run_demo, "seed"),
+                   help="run seed: any non-negative integer (default %(default)s)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -354,12 +418,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.command == "demo":
-        from londi import demo
-
-        args.steps = args.steps or demo.DEMO_STEPS
-        args.episodes = args.episodes or demo.DEMO_EPISODES
-        args.cost = demo.DEMO_COST if args.cost is None else args.cost
     try:
         return int(args.func(args) or 0)
     except (LondiError, ValueError) as exc:

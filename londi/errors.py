@@ -36,3 +36,32 @@ def check_choice(kind: str, value: str, choices: Iterable[str]) -> str:
     if value not in choices:
         raise UnknownChoiceError(kind, value, choices)
     return value
+
+
+class ModelCallError(LondiError):
+    """A model call failed in a way a run is built to survive (a timeout, an HTTP or connection
+    error): the switch counts it and falls back. Backends raise a subclass of it."""
+
+
+class EnvCrashError(LondiError):
+    """The environment's simulator died mid-episode (e.g. a crashed JVM): the episode is
+    truncated and counted, and the next reset starts a fresh simulator."""
+
+
+class EndpointFailureError(LondiError):
+    """Most calls of one model failed: the run stops rather than report a fallback's numbers
+    as that model's.
+
+    Attributes:
+        partial_results: set by the evaluation loop: what had finished, marked
+            ``"valid": False`` with the error, for a caller that writes it down.
+    """
+
+    partial_results: dict | None = None
+
+
+#: What a model call may raise and still leave the run going (counted, then a fallback
+#: answers). Anything else, e.g. an ``AttributeError`` in a user's policy, is a bug and raises.
+TOLERATED_POLICY_ERRORS: tuple[type[BaseException], ...] = (ModelCallError, TimeoutError, ConnectionError)
+#: What an environment's ``step`` may raise and only truncate the episode.
+TOLERATED_ENV_ERRORS: tuple[type[BaseException], ...] = (EnvCrashError, ConnectionError)

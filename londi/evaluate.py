@@ -1,14 +1,17 @@
 """Evaluation: run switch rules on the same held-out episodes and summarise them.
 
-Seeds. One run seed ``s`` (0-9) drives everything. Evaluation episode ``i`` of run seed ``s``
-uses env seed ``HELDOUT_SEED_BASE + s * SEED_STRIDE + i``: the held-out range is
-``[500_000, 600_000)``. Run seed :data:`VALIDATION_SEED` (9) is the validation split: choices
-made by looking at results (a cost weight, a feature set) are made on its episodes, and the
-benchmarks report run seeds 0-2, which such choices never see. Nothing is ever trained or
-calibrated in the held-out range: the shipped LMs are trained
-on env seeds from 1,000,000 up (``scripts/train_lms.py``), baselines calibrate on seeds below
-:data:`HELDOUT_SEED_BASE`, and switch training draws its episodes from the env's own random
-stream seeded by the run seed. Every method of one evaluation sees exactly the same episodes.
+Seeds (:mod:`londi.seeds`). One run seed ``s`` (any non-negative integer) drives everything.
+Evaluation episode ``i`` of run seed ``s`` in 0-9 uses env seed ``HELDOUT_SEED_BASE + s *
+SEED_STRIDE + i`` (the held-out block ``[500_000, 600_000)``, as always, so that
+docs/benchmarks.md stays reproducible); run seeds from 10 up use their own block from ``2**40``
+up. Run seed :data:`VALIDATION_SEED` (9) is the validation split: choices made by looking at
+results (a cost weight, a feature set) are made on its episodes, and the benchmarks report run
+seeds 0-2, which such choices never see. Nothing is ever trained, selected or calibrated on a
+held-out episode of any run seed: the shipped LMs are trained on env seeds from 1,000,000 up
+(``scripts/train_lms.py``, below ``2**40``), baselines, selection and calibration draw seeds
+below :data:`HELDOUT_SEED_BASE` (:func:`~londi.seeds.training_seeds`), and switch training
+starts on :func:`~londi.seeds.training_env_seed` and continues the env's own random stream.
+Every method of one evaluation sees exactly the same episodes.
 """
 from __future__ import annotations
 
@@ -22,31 +25,16 @@ from tqdm.auto import tqdm
 
 from londi.agents.base import TextPolicy
 from londi.envs import DEFAULT_ENV_ID, make_env
+from londi.errors import EndpointFailureError
 from londi.features import reads_oracle
 from londi.meter import CallRecord, device_timer
 from londi.metrics import EpisodeStats, summarize
 from londi.rules import SwitchRule
+# the seed scheme; re-exported here, where it used to live
+from londi.seeds import HELDOUT_SEED_BASE, SEED_STRIDE, VALIDATION_SEED, heldout_seeds  # noqa: F401
 from londi.switch_env import SwitchEnv
 
 logger = logging.getLogger(__name__)
-
-HELDOUT_SEED_BASE = 500_000
-SEED_STRIDE = 10_000
-MAX_RUN_SEEDS = 10
-#: Run seed whose held-out episodes are kept for validation (hyperparameter choices), never
-#: reported as a benchmark.
-VALIDATION_SEED = 9
-
-
-def heldout_seeds(seed: int, episodes: int) -> list[int]:
-    """The env seeds of ``episodes`` held-out evaluation episodes for run seed ``seed``."""
-    if episodes <= 0:
-        raise ValueError(f"episodes must be positive, got {episodes}")
-    if not 0 <= seed < MAX_RUN_SEEDS:
-        raise ValueError(f"evaluation seed must be in [0, {MAX_RUN_SEEDS}), got {seed}")
-    if episodes > SEED_STRIDE:
-        raise ValueError(f"at most {SEED_STRIDE} episodes per seed, got {episodes}")
-    return [HELDOUT_SEED_BASE + seed * SEED_STRIDE + i for i in range(episodes)]
 
 
 def build_switch_env(
@@ -137,7 +125,7 @@ def evaluate_methods(
 ) -> dict[str, Any]:
     """Evaluate every method on the same held-out episodes; returns the ``results.json`` dict."""
     seeds = heldout_seeds(seed, episodes)
-    results: dict[str, Any] = {"env": env_id, "episodes": episodes, "seed": seed, "methods": {}}
+    results: dict[str, Any] = {"env": env_id, "episodes": episodes, "seed": seed, "valid": True, "methods": {}}
     if extra:
         results.update(extra)
     for name, m in methods.items():
@@ -152,6 +140,10 @@ def evaluate_methods(
 
         try:
             eps = run_rule(m.rule, env, seeds, progress=progress, desc=f"eval {name}", on_episode=count_faults)
+        except EndpointFailureError as exc:
+            # what finished is kept for the record, marked so that nothing reads it as a result
+            exc.partial_results = {**results, "valid": False, "error": f"{name}: {exc}"}
+            raise
         finally:
             env.close()
         entry = summarize(eps, seed=seed, include_episodes=True)

@@ -8,13 +8,18 @@ Every model call in LONDI (QUICK, DEEPTHINK, the switch's own feature encoder) p
 * on the CPU, as the CPU time of the whole process (``time.process_time``) over the call. The
   process clock, rather than the calling thread's, is used because PyTorch runs its intra-op
   work on a pool of worker threads that a thread clock would miss.
+
+The switch does not take a policy's word for its cost: it times every call itself
+(:func:`call_clock`: wall time, thread and process CPU time) and books :func:`bill`'s figure,
+which keeps the policy's own device-seconds only where the policy measured them on the device
+(``CallRecord.device_measured``: CUDA events, a server's reported compute).
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -34,6 +39,11 @@ class CallRecord:
         error: the error message if the call failed, else ``None``.
         retries: how many times the call was retried (HTTP backends).
         peak_memory_bytes: peak device memory during the call, where measured (CUDA).
+        device_measured: the policy measured ``device_seconds`` on the device itself (CUDA
+            events, or the compute time a server reports). Only then does the switch keep the
+            policy's figure; otherwise it bills its own measurement of the call
+            (:func:`call_clock`).
+        cpu_seconds: CPU time of the calling thread over the call, as the switch measured it.
     """
 
     model: str
@@ -47,6 +57,8 @@ class CallRecord:
     error: str | None = None
     retries: int = 0
     peak_memory_bytes: int = 0
+    device_measured: bool = False
+    cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +110,49 @@ def device_timer(device: str = "cpu") -> Iterator[Timing]:
         finally:
             timing.device_seconds = time.process_time() - cpu0
             timing.wall_seconds = time.perf_counter() - wall0
+
+
+@dataclass
+class CallTiming:
+    """What :func:`call_clock` measured around one call: wall time, the calling thread's CPU
+    time and the process's CPU time (which also counts PyTorch's intra-op worker threads)."""
+
+    wall_seconds: float = 0.0
+    thread_cpu_seconds: float = 0.0
+    process_cpu_seconds: float = 0.0
+
+
+@contextmanager
+def call_clock() -> Iterator[CallTiming]:
+    """Time the enclosed call from the outside, whatever it reports about itself (filled in
+    when the block ends, also when it raises)."""
+    timing = CallTiming()
+    wall0, thread0, proc0 = time.perf_counter(), time.thread_time(), time.process_time()
+    try:
+        yield timing
+    finally:
+        timing.wall_seconds = time.perf_counter() - wall0
+        timing.thread_cpu_seconds = time.thread_time() - thread0
+        timing.process_cpu_seconds = time.process_time() - proc0
+
+
+def bill(record: CallRecord, timing: CallTiming) -> CallRecord:
+    """The record the switch books for a call it timed itself.
+
+    The policy's ``device_seconds`` are kept only where it measured them on the device
+    (``record.device_measured``). Otherwise a CPU call is billed the process CPU time the switch
+    measured (PyTorch's worker threads included; at least the calling thread's), and a call
+    on any other device (a server that reports no compute, a remote or asynchronous device) its
+    wall time, the most it can have used. Wall and thread CPU time are always the switch's own.
+    """
+    if record.device_measured:
+        device_seconds = record.device_seconds
+    elif record.device == "cpu":
+        device_seconds = max(timing.process_cpu_seconds, timing.thread_cpu_seconds)
+    else:
+        device_seconds = timing.wall_seconds
+    return replace(record, device_seconds=device_seconds, wall_seconds=timing.wall_seconds,
+                   cpu_seconds=timing.thread_cpu_seconds)
 
 
 @dataclass

@@ -174,6 +174,9 @@ def load_cells(run_dir: str | os.PathLike[str]) -> list[Cell]:
         if not isinstance(results, Mapping) or not isinstance(results.get("methods"), Mapping):
             logger.warning("skipping %s: no 'methods' object (not a LONDI results file)", path)
             continue
+        if results.get("valid") is False:
+            logger.warning("skipping %s: marked invalid (%s)", path, results.get("error", "the run stopped"))
+            continue
         file_config: dict[str, Any] = {}
         config_path = path.with_name(CONFIG_NAME)
         if config_path.is_file():

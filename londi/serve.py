@@ -478,8 +478,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="weights' dtype (default: as saved)")
+    # its own dest: under `londi serve` the Namespace is shared with the global `londi --threads`,
+    # which a subcommand default of None would overwrite (torch.set_num_threads(None) then fails)
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's; 1 suits small models)"
+        "--threads", dest="serve_threads", type=int, default=None, metavar="N",
+        help="CPU threads for PyTorch (default: PyTorch's, or under `londi serve` the global `londi --threads`; "
+             "1 suits small models)",
     )
     parser.add_argument(
         "--max-tokens-limit", type=int, default=512, help="the most tokens one request may ask for (default: %(default)s)"
@@ -491,18 +495,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     faults = parser.add_argument_group("fault injection (for testing; completion endpoints only)")
-    faults.add_argument("--inject-delay", type=float, default=0.0, metavar="S", help="wait S seconds before each answer")
+    none = FaultInjection()  # the options' defaults are its fields' (no faults)
+    faults.add_argument("--inject-delay", type=float, default=none.delay, metavar="S",
+                        help="wait S seconds before each answer")
     faults.add_argument(
-        "--inject-error-rate", type=float, default=0.0, metavar="R", help="answer HTTP 500 with probability R"
+        "--inject-error-rate", type=float, default=none.error_rate, metavar="R", help="answer HTTP 500 with probability R"
     )
-    faults.add_argument("--inject-seed", type=int, default=0, help="seed of the --inject-error-rate draws")
+    faults.add_argument("--inject-seed", type=int, default=none.seed, help="seed of the --inject-error-rate draws")
     faults.add_argument(
-        "--fail-every", type=int, default=0, metavar="N", help="answer every N-th request with HTTP 500"
+        "--fail-every", type=int, default=none.fail_every, metavar="N", help="answer every N-th request with HTTP 500"
     )
     faults.add_argument(
         "--die-after",
         type=int,
-        default=0,
+        default=none.die_after,
         metavar="N",
         help=f"exit abruptly, like a crash, after answering N requests (exit status {DIED_EXIT_CODE})",
     )
@@ -526,7 +532,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(ENV_SERVE_API_KEY) or None
     model_name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
     t0 = time.perf_counter()
-    generator = CausalLMGenerator(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    generator = CausalLMGenerator(args.model, device=args.device, dtype=args.dtype, threads=args.serve_threads)
     logger.info(
         "loaded %s (%d parameters, context %d tokens) on %s in %.1f s",
         args.model, generator.n_parameters, generator.max_context, generator.device, time.perf_counter() - t0,

@@ -436,7 +436,8 @@ def is_finished(folder: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        return isinstance(json.loads(path.read_text(encoding="utf-8")).get("methods"), dict)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return isinstance(data.get("methods"), dict) and data.get("valid", True) is not False
     except (OSError, ValueError, AttributeError):
         logger.warning("%s is unreadable; the cell will be run again", path)
         return False
@@ -474,7 +475,7 @@ def _build_method(cell: CellSpec, folder: Path, quick: Any, deepthink: Any) -> t
             # e.g. the same switch evaluated at its trained cost and at calibrated rates
             from londi.train import load_switch
 
-            model, _ = load_switch(shared)
+            model, _ = load_switch(shared, quick=quick, deepthink=deepthink)
             extra["train"] = {"steps": config.steps, "wall_seconds": 0.0,
                               "run_dir": f"../{shared.parent.name}/{shared.name}", "shared": True}
             logger.info("%s: uses the switch trained by %s (same training config)", cell.name, shared.parent.name)

@@ -17,11 +17,23 @@ Reward
     ``info["env_reward"]`` and ``info["deepthink_cost"]``, so that a learner can keep separate
     reward and cost values (see :class:`~londi.learner.LondiDQN`).
 Termination
-    That of the wrapped env. An exception raised by the wrapped env mid-episode truncates the
-    episode (``info["env_error"]``) rather than ending training.
+    That of the wrapped env. A crash of the wrapped env's simulator mid-episode
+    (:data:`~londi.errors.TOLERATED_ENV_ERRORS`) truncates the episode (``info["env_error"]``)
+    rather than ending training; any other exception is a bug and raises.
+Faults
+    A policy call that fails in an expected way (:data:`~londi.errors.TOLERATED_POLICY_ERRORS`:
+    timeouts, HTTP and connection errors) or answers a non-admissible action is counted and
+    falls back (DEEPTHINK to QUICK, QUICK to a random admissible action). When more than
+    ``max_failure_rate`` of one role's calls over the env's life have failed (after at least
+    ``min_failure_calls`` calls), the env raises :class:`~londi.errors.EndpointFailureError`
+    naming the endpoint and its last error: a run whose model never answers must not report
+    the fallback's numbers as that model's.
 Accounting
-    ``info["accounting"]`` (an :class:`EpisodeAccounting`) holds the episode so far: calls, device-seconds and tokens per role
-    (``quick``, ``deepthink``, ``switch``), budget left, masked overrides, policy errors.
+    ``info["accounting"]`` (an :class:`EpisodeAccounting`) holds the episode so far: calls,
+    device-seconds and tokens per role (``quick``, ``deepthink``, ``switch``), budget left,
+    masked overrides, policy errors. The env times every policy call itself
+    (:func:`~londi.meter.call_clock`) and books :func:`~londi.meter.bill`'s figure: a policy's
+    own device-seconds count only where it measured them on the device.
 
 QUICK is consulted at every step when the feature encoder needs its answer (its entropy, margin
 and hidden state are features; its action is what ``0`` executes). With ``features=None`` the
@@ -41,8 +53,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from londi.agents.base import Decision, TextPolicy, seed_policy
+from londi.agents.base import Decision, TextPolicy, policy_endpoint, seed_policy
 from londi.envs.base import TextObservation
+from londi.errors import TOLERATED_ENV_ERRORS, TOLERATED_POLICY_ERRORS, EndpointFailureError
 from londi.features import (
     CONTEXT_DIM,
     SINCE_DEEPTHINK_CAP,
@@ -50,12 +63,25 @@ from londi.features import (
     SwitchContext,
     make_features,
 )
-from londi.meter import CallRecord, device_timer
+from londi.meter import CallRecord, bill, call_clock, device_timer
 
 logger = logging.getLogger(__name__)
 
 QUICK, DEEPTHINK = 0, 1
 ROLES = ("quick", "deepthink", "switch")
+#: A run stops when more than this share of one model's calls failed ...
+DEFAULT_MAX_FAILURE_RATE = 0.5
+#: ... once it has made at least this many calls.
+DEFAULT_MIN_FAILURE_CALLS = 10
+
+
+def reseed_policies(seed: int, policies: tuple[object, ...]) -> None:
+    """Seed each policy's sampling from ``seed`` and its position, so that a seeded episode draws
+    the same LM actions whatever ran before it in the process (every method meets the same
+    draws, a sweep cell repeats exactly, and :class:`~londi.agent.LondiAgent` matches
+    ``londi eval``)."""
+    for i, policy in enumerate(policies):
+        seed_policy(policy, int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0]))
 
 
 @dataclass
@@ -115,6 +141,9 @@ class SwitchEnv(gym.Env):
         budget: hard cap ``B`` >= 0 on DEEPTHINK calls per episode, or ``None`` for no cap.
         max_steps: the episode's step limit used to normalise the step feature (default: the
             env's ``max_steps`` attribute, else 100).
+        max_failure_rate: stop (:class:`~londi.errors.EndpointFailureError`) when more than this
+            share of one role's calls failed; 1 never stops.
+        min_failure_calls: calls of a role before its failure share is judged.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -129,6 +158,8 @@ class SwitchEnv(gym.Env):
         call_cost: float = 0.0,
         budget: int | None = None,
         max_steps: int | None = None,
+        max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE,
+        min_failure_calls: int = DEFAULT_MIN_FAILURE_CALLS,
     ) -> None:
         if call_cost < 0 or not np.isfinite(call_cost):
             raise ValueError(f"call_cost must be a finite number >= 0, got {call_cost}")
@@ -136,6 +167,18 @@ class SwitchEnv(gym.Env):
             raise ValueError(f"budget must be a non-negative integer or None, got {budget!r}")
         if max_steps is not None and max_steps <= 0:
             raise ValueError(f"max_steps must be positive, got {max_steps}")
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise ValueError(f"max_failure_rate must be in [0, 1], got {max_failure_rate}")
+        if min_failure_calls < 1:
+            raise ValueError(f"min_failure_calls must be >= 1, got {min_failure_calls}")
+        self.max_failure_rate = float(max_failure_rate)
+        self.min_failure_calls = int(min_failure_calls)
+        # over the env's whole life (a run), not an episode: what the fail-loud check judges
+        self.run_calls = {r: 0 for r in ROLES[:2]}
+        self.run_failures = {r: 0 for r in ROLES[:2]}
+        self._last_failure: dict[str, str] = {}
+        #: every episode step limit the step feature was normalised by (a saved switch records them)
+        self.step_limits_seen: set[int] = set()
         self.env = env
         self.quick = quick
         self.deepthink = deepthink
@@ -211,18 +254,40 @@ class SwitchEnv(gym.Env):
 
     # ------------------------------------------------------------------ internals
     def _call(self, role: str, policy: TextPolicy, obs: TextObservation) -> Decision | None:
-        try:
-            decision = policy.act(obs)
-        except Exception as exc:  # a failing policy must not end the episode
-            logger.warning("%s policy %r failed: %s", role, getattr(policy, "name", policy), exc)
-            self._acc.add(role, CallRecord(model=getattr(policy, "name", role), error=repr(exc)))
+        decision: Decision | None = None
+        failure = ""
+        with call_clock() as timing:
+            try:
+                decision = policy.act(obs)
+            except TOLERATED_POLICY_ERRORS as exc:  # expected faults: counted, then a fallback answers
+                failure = f"{type(exc).__name__}: {exc}"
+        if decision is None:
+            logger.warning("%s policy %r failed: %s", role, getattr(policy, "name", policy), failure)
+            self._acc.add(role, bill(CallRecord(model=getattr(policy, "name", role), error=failure), timing))
+            self._count_call(role, policy, failure)
             return None
-        self._acc.add(role, decision.record)
+        self._acc.add(role, bill(decision.record, timing))
         if decision.action not in obs.admissible_actions:
             self._acc.invalid_actions += 1
             logger.warning("%s returned a non-admissible action %r", role, decision.action)
+            self._count_call(role, policy, f"non-admissible answer {decision.action!r}")
             return None
+        self._count_call(role, policy, decision.record.error)
         return decision
+
+    def _count_call(self, role: str, policy: TextPolicy, failure: str | None) -> None:
+        """Count one call of ``role`` over the run; raise once most of them failed."""
+        self.run_calls[role] += 1
+        if failure is not None:
+            self.run_failures[role] += 1
+            self._last_failure[role] = failure
+        calls, failed = self.run_calls[role], self.run_failures[role]
+        if calls >= self.min_failure_calls and failed > self.max_failure_rate * calls:
+            raise EndpointFailureError(
+                f"{failed} of {calls} {role.upper()} calls to {policy_endpoint(policy)} failed "
+                f"(more than {self.max_failure_rate:.0%}); last error: {self._last_failure[role]}. "
+                "The run stops here: its numbers would be the fallback's, not this model's."
+            )
 
     def _observe(self, info: dict[str, Any]) -> dict[str, np.ndarray]:
         obs = info.get("text_obs")
@@ -231,6 +296,8 @@ class SwitchEnv(gym.Env):
         return self.observe(obs)
 
     def _features(self) -> dict[str, np.ndarray]:
+        limit = self.episode_max_steps()
+        self.step_limits_seen.add(limit)
         with device_timer("cpu") as t:
             parts = []
             if self.encoder is not None:
@@ -241,7 +308,7 @@ class SwitchEnv(gym.Env):
                 parts.append(self.encoder.encode(self._text_obs, quick))
             budget_frac = 1.0 if self.budget is None else (self.budget_left / self.budget if self.budget else 0.0)
             ctx = SwitchContext(
-                step_frac=min(self._acc.steps / self.episode_max_steps(), 1.0),
+                step_frac=min(self._acc.steps / limit, 1.0),
                 budget_frac=float(budget_frac),
                 obs_unchanged=float(self._obs_unchanged),
                 since_deepthink=min(self._since_deepthink, SINCE_DEEPTHINK_CAP) / SINCE_DEEPTHINK_CAP,
@@ -334,10 +401,7 @@ class SwitchEnv(gym.Env):
         _, base_info = self.env.reset(seed=seed, options=options)
         self.begin_episode()
         if seed is not None:
-            # A seeded episode samples the same LM actions whatever ran before it in this process,
-            # so every method meets the same draws and a sweep cell repeats exactly.
-            for i, policy in enumerate((self.quick, self.deepthink)):
-                seed_policy(policy, int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0]))
+            reseed_policies(seed, (self.quick, self.deepthink))
         obs = self._observe(base_info)
         return obs, self._info({"text_obs": self._text_obs, "oracle_action": self._text_obs.oracle_action})
 
@@ -349,7 +413,7 @@ class SwitchEnv(gym.Env):
         extra: dict[str, Any] = {}
         try:
             _, reward, terminated, truncated, base_info = self.env.step(self._env_action(executed))
-        except Exception as exc:  # e.g. a crashed JVM: end the episode, keep training
+        except TOLERATED_ENV_ERRORS as exc:  # e.g. a crashed JVM: end the episode, keep training
             logger.warning("the environment raised mid-episode: %r; truncating the episode", exc)
             self._acc.env_errors += 1
             reward, terminated, truncated = 0.0, False, True

@@ -33,7 +33,9 @@ from londi.errors import ConfigError, LondiError, UnknownChoiceError
 from londi.features import ENCODERS, reads_oracle
 from londi.io import atomic_write_bytes, atomic_write_json, read_json
 from londi.learner import LondiDQN
+from londi.seeds import rng_seed, training_env_seed
 from londi.selection import LAST_MODEL_FILE, SELECTION_PURPOSE, BestSwitchCallback, finish_selection
+from londi.switch_card import check_observation_dim, check_policies, describe_switch, read_description, write_description
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,9 @@ class TrainConfig:
     steps: int = 8000
     """Environment steps of training."""
     seed: int = 0
-    """One seed for env, switch, LMs and exploration."""
+    """One seed for env, switch, LMs and exploration (any non-negative integer). The first
+    training episode is env seed :func:`~londi.seeds.training_env_seed` (the seed itself for
+    0-9), later ones continue the env's random stream; never a held-out episode."""
     learning_rate: float = 1e-3
     """Adam step size of the Q-network."""
     buffer_size: int = 50_000
@@ -150,8 +154,8 @@ class TrainConfig:
             raise ConfigError("lambda_lr must be > 0")
         if self.steps <= 0:
             raise ConfigError(f"steps must be positive, got {self.steps}")
-        if not 0 <= self.seed < 10_000:
-            raise ConfigError(f"seed must be in [0, 10000), got {self.seed}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("buffer_size", "batch_size", "train_freq", "target_update_interval", "n_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -291,7 +295,7 @@ def build_learner(config: TrainConfig, env: Any, *, tensorboard: bool = True) ->
         exploration_fraction=config.exploration_fraction,
         exploration_final_eps=config.exploration_final_eps,
         policy_kwargs={"net_arch": list(config.net_arch)},
-        seed=config.seed,
+        seed=rng_seed(config.seed),  # SB3 seeds numpy's global generator: 32 bits; the env: see train_switch
         device="cpu",
     )
 
@@ -333,14 +337,22 @@ def train_switch(
         deepthink = deepthink or load_policy(config.deepthink)
     env = build_switch_env(config.env, quick, deepthink, features=config.features, call_cost=config.cost,
                            budget=config.budget)
+    saved = read_description(run_dir)
+    if saved is not None or (run_dir / MODEL_FILE).is_file():
+        check_policies(run_dir, saved, quick=quick, deepthink=deepthink)  # resuming with other policies is an error
+    else:
+        write_description(run_dir, describe_switch(config, env))
     if (run_dir / MODEL_FILE).is_file():
         logger.info("%s is already trained; loading it", run_dir)
         return LondiDQN.load(run_dir / MODEL_FILE, env=env)
-    seed_everything(config.seed)
+    seed_everything(rng_seed(config.seed))
     ckpt = run_dir / CHECKPOINT_DIR
     model = _load_checkpoint(ckpt, env)
     if model is None:
         model = build_learner(config, env)
+    # SB3 seeded the env's first reset with the learner's seed; training starts on its own env
+    # seed instead (the same for run seeds 0-9), never a held-out episode (see londi.seeds)
+    model.get_env().seed(training_env_seed(config.seed))
     done = int(model.num_timesteps)
     log_formats = ["csv", "tensorboard"]
     model.set_logger(configure(str(run_dir / "logs"), log_formats))
@@ -363,6 +375,8 @@ def train_switch(
     elif selection is not None:  # resumed after the last step: the last weights still need judging
         selection.init_callback(model)
         selection.on_training_end()
+    if env.step_limits_seen:  # known once the env has played: the limit the step feature saw
+        write_description(run_dir, describe_switch(config, env))
     last = LAST_MODEL_FILE if selection is not None else MODEL_FILE
     tmp = run_dir / f".{last}.tmp"
     model.save(tmp)
@@ -373,8 +387,14 @@ def train_switch(
     return LondiDQN.load(run_dir / MODEL_FILE, env=env)
 
 
-def load_switch(run_dir: str | Path) -> tuple[LondiDQN, TrainConfig]:
-    """Load a trained switch and its config from a run folder, with clear errors."""
+def load_switch(run_dir: str | Path, *, quick: Any = None, deepthink: Any = None,
+                allow_policy_mismatch: bool = False) -> tuple[LondiDQN, TrainConfig]:
+    """Load a trained switch and its config from a run folder, with clear errors.
+
+    Given ``quick`` / ``deepthink``, checks them against the policies the switch was trained
+    with (its ``switch.json``, see :mod:`londi.switch_card`): a mismatch raises
+    :class:`~londi.errors.ConfigError` unless ``allow_policy_mismatch``.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LondiError(f"switch run folder {str(run_dir)!r} does not exist; train one with `londi train --out DIR`")
@@ -386,6 +406,11 @@ def load_switch(run_dir: str | Path) -> tuple[LondiDQN, TrainConfig]:
         model = LondiDQN.load(run_dir / MODEL_FILE, device="cpu")
     except Exception as exc:
         raise LondiError(f"{run_dir / MODEL_FILE} is corrupt: {exc}") from None
+    description = read_description(run_dir)
+    check_observation_dim(run_dir, description, model.observation_space["features"].shape[0])
+    if quick is not None or deepthink is not None:
+        check_policies(run_dir, description, quick=quick, deepthink=deepthink,
+                       allow_policy_mismatch=allow_policy_mismatch)
     return model, config
 
 
@@ -393,8 +418,9 @@ def load_switch(run_dir: str | Path) -> tuple[LondiDQN, TrainConfig]:
 _MEMBER_FIELDS = ("seed", "checkpoint_every", "select_every", "select_episodes")
 
 
-def load_switches(run_dirs: str | Path | Sequence[str | Path], *,
-                  call_cost: float | None = None) -> tuple[LondiDQN | SwitchEnsemble, TrainConfig]:
+def load_switches(run_dirs: str | Path | Sequence[str | Path], *, call_cost: float | None = None,
+                  quick: Any = None, deepthink: Any = None,
+                  allow_policy_mismatch: bool = False) -> tuple[LondiDQN | SwitchEnsemble, TrainConfig]:
     """Load one trained switch, or several as a :class:`~londi.ensemble.SwitchEnsemble`.
 
     Args:
@@ -403,6 +429,7 @@ def load_switches(run_dirs: str | Path | Sequence[str | Path], *,
             which field differs).
         call_cost: act at this per-call cost ``c`` instead of the trained one (the reward and
             cost values are learned apart, so ``c`` can change without retraining).
+        quick, deepthink, allow_policy_mismatch: see :func:`load_switch`.
 
     Returns:
         The switch (a :class:`LondiDQN` for one folder, else the ensemble) and the first
@@ -416,7 +443,8 @@ def load_switches(run_dirs: str | Path | Sequence[str | Path], *,
         raise LondiError("no switch run folder given")
     if call_cost is not None and not (math.isfinite(call_cost) and call_cost >= 0):
         raise ConfigError(f"call_cost must be a finite number >= 0, got {call_cost!r}")
-    loaded = [load_switch(d) for d in dirs]
+    loaded = [load_switch(d, quick=quick, deepthink=deepthink, allow_policy_mismatch=allow_policy_mismatch)
+              for d in dirs]
     config = loaded[0][1]
     for d, (_, other) in zip(dirs[1:], loaded[1:]):
         for f in fields(TrainConfig):

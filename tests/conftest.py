@@ -20,7 +20,8 @@ class ControlledPolicy(TextPolicy):
     ``fail_on_hard`` is set, ``toggle`` (which leaves the state unchanged, so the agent is stuck
     until DEEPTHINK is called) with a flat distribution on the others.
 
-    ``seconds`` is the device time each call reports, so tests can check the accounting.
+    ``seconds`` is the device time each call reports as measured on its (simulated) device
+    (``device_measured=True``, as CUDA events would), so tests can check the accounting.
     """
 
     is_oracle = True
@@ -46,8 +47,8 @@ class ControlledPolicy(TextPolicy):
             probs = np.full(len(acts), 1.0)
             probs[acts.index(action)] = 1.3
         probs = probs / probs.sum()
-        rec = CallRecord(model=self.name, device="cpu", device_seconds=self.seconds, wall_seconds=self.seconds,
-                         input_tokens=10, output_tokens=1, flops=100.0)
+        rec = CallRecord(model=self.name, device="sim", device_seconds=self.seconds, wall_seconds=self.seconds,
+                         input_tokens=10, output_tokens=1, flops=100.0, device_measured=True)
         return Decision(action=action, record=rec, probs=probs, hidden=np.full(self.hidden_dim, float(easy)))
 
 

@@ -368,7 +368,8 @@ class _Deterministic:
                 probs /= probs.sum()
                 action = obs.admissible_actions[int(np.argmax(probs))]
                 return Decision(action=action, probs=probs,
-                                record=CallRecord(model=name, device_seconds=seconds, wall_seconds=seconds))
+                                record=CallRecord(model=name, device="sim", device_seconds=seconds,
+                                                  wall_seconds=seconds, device_measured=True))
 
         return Policy()
 

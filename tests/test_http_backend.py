@@ -263,6 +263,140 @@ def test_deadline_stops_retrying(sleeps) -> None:
     assert info.value.record.retries == 1 and sleeps == [0.5]
 
 
+# ---------------------------------------------------------------------- servers that reject a parameter
+def test_rejected_stop_is_dropped_cut_client_side_and_remembered(caplog, sleeps) -> None:
+    """``transformers serve``: every request with ``stop`` gets HTTP 400 "substring not found"."""
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "stop" in body:
+            return httpx.Response(400, json={"detail": "substring not found"})
+        return httpx.Response(200, json=openai_completion("go forward\nObservation: You see a wall"))
+
+    policy = mock_policy(handler, api="completions", seed=7)
+    with caplog.at_level(logging.INFO, logger="londi.agents.http"):
+        first = policy.act(OBS)
+        second = policy.act(OBS)
+    assert first.action == second.action == "go forward"
+    assert policy.last_text == "go forward" and policy.last_match.kind == "exact"  # cut at "\n"
+    assert ["stop" in b for b in bodies] == [True, False, False]  # one probe, then never sent again
+    assert all(b["seed"] == 7 for b in bodies)  # only the guilty parameter is left out
+    assert policy.unsupported_params == {"stop"}
+    assert policy.calls == 2 and policy.failures == 0 and policy.retries == 0 and sleeps == []
+    assert first.record.error is None and first.record.retries == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'stop'" in warnings[0].getMessage()
+    assert "client side" in warnings[0].getMessage() and "substring not found" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("status, error, param", [
+    (422, {"detail": "Unexpected fields in the request: {'seed'}"}, "seed"),          # transformers serve
+    (400, {"error": {"message": "unsupported", "type": "invalid_request_error", "param": "stop"}}, "stop"),  # OpenAI
+    (422, {"detail": [{"loc": ["body", "seed"], "msg": "Extra inputs are not permitted"}]}, "seed"),  # pydantic
+    (400, {"error": {"message": "stop_strings needs a tokenizer"}}, "stop"),
+])
+def test_a_parameter_the_error_names_is_dropped(status: int, error: dict, param: str, sleeps) -> None:
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if param in body:
+            return httpx.Response(status, json=error)
+        return httpx.Response(200, json=openai_completion("turn left"))
+
+    policy = mock_policy(handler, api="completions", seed=3)
+    assert policy.act(OBS).action == "turn left"
+    assert policy.act(OBS).action == "turn left"
+    assert policy.unsupported_params == {param}
+    assert [param in b for b in bodies] == [True, False, False]
+    other = {"stop", "seed"} - {param}
+    assert all(p in b for b in bodies for p in other)
+    assert policy.failures == 0 and sleeps == []
+
+
+def test_a_rejection_that_is_not_about_a_parameter_is_still_an_error(sleeps) -> None:
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(400, json={"detail": "prompt is too long for this model"})
+
+    policy = mock_policy(handler, api="completions", seed=1)
+    for _ in range(3):
+        with pytest.raises(HTTPBackendError, match="prompt is too long") as info:
+            policy.act(OBS)
+        assert info.value.status_code == 400 and not info.value.retryable
+    # Each optional parameter is probed once per policy (stop, then seed), then never again;
+    # the failed probes convict nothing and every later request carries both.
+    assert [("stop" in b, "seed" in b) for b in bodies] == [
+        (True, True), (False, True), (True, False), (True, True), (True, True)
+    ]
+    assert policy.unsupported_params == set() and policy.failures == 3 and sleeps == []
+
+
+def test_user_parameters_and_other_statuses_are_never_dropped(sleeps) -> None:
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        status = 401 if body.get("model") == "locked" else 400
+        return httpx.Response(status, json={"detail": "stop is not supported"})
+
+    # A stop in extra_body is the user's own: never left out.
+    with pytest.raises(HTTPBackendError, match="HTTP 400"):
+        mock_policy(handler, api="chat", extra_body={"stop": ["."]}).act(OBS)
+    # A 401 that happens to name "stop" is about the key, not the parameter.
+    with pytest.raises(HTTPBackendError, match="HTTP 401"):
+        mock_policy(handler, api="completions", model="locked").act(OBS)
+    assert len(bodies) == 2 and all("stop" in b for b in bodies)
+
+
+def test_a_probe_that_meets_a_transient_error_is_retried(sleeps) -> None:
+    answers = iter([
+        httpx.Response(400, json={"detail": "substring not found"}),
+        httpx.Response(503),
+        httpx.Response(200, json=openai_completion("pick up\n")),
+    ])
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return next(answers)
+
+    policy = mock_policy(handler, api="completions", backoff=0.25)
+    decision = policy.act(OBS)
+    assert decision.action == "pick up" and decision.record.retries == 1 and sleeps == [0.25]
+    assert ["stop" in b for b in bodies] == [True, False, False]
+    assert policy.unsupported_params == {"stop"}
+
+
+def test_list_actions_can_be_left_out_of_the_prompt() -> None:
+    """For checkpoints trained on the LONDI prompt without the list (every shipped one)."""
+    prompts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        prompts.append(json.loads(request.content)["prompt"])
+        return httpx.Response(200, json=openai_completion("turn left"))
+
+    listed, unlisted = mock_policy(handler, api="completions"), mock_policy(handler, api="completions", list_actions=False)
+    listed.act(OBS)
+    unlisted.act(OBS)
+    assert "Possible actions" in prompts[0] and "Possible actions" not in prompts[1]
+    assert prompts[1] == build_prompt(OBS, list_actions=False) == unlisted.prompt_for(OBS)
+    assert listed.cache_namespace != unlisted.cache_namespace
+    assert "list_actions" not in listed.cache_namespace  # the keys of existing caches are kept
+
+
+def test_cut_at_stop() -> None:
+    assert http_module.cut_at_stop("go forward\nObservation: x. y", ["\n"]) == "go forward"
+    assert http_module.cut_at_stop("a. b\nc", ["\n", ". "]) == "a"
+    assert http_module.cut_at_stop("no stop here", ["\n", ""]) == "no stop here"
+
+
 def test_api_key_never_leaks(caplog, sleeps) -> None:
     """A misbehaving server that echoes the request headers in its error body."""
     caplog.set_level(logging.DEBUG)

@@ -76,7 +76,7 @@ def test_failing_deepthink_falls_back_to_quick(controlled_pair):
 
     class Broken(type(quick)):
         def act(self, obs):
-            raise RuntimeError("server down")
+            raise ConnectionError("server down")
 
     env = SwitchEnv(make_env("londi/BabyAIText-GoToLocal-v0", disable_env_checker=True), quick,
                     Broken(name="broken", fail_on_hard=False), call_cost=0.0)
