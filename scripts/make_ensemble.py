@@ -24,14 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_lms import (  # noqa: E402
-    HELDOUT_SEED_START,
+from londi.agents.training.evaluation import (
     agreement_table,
     evaluate_policy,
     expert_state_agreement,
     markdown_table,
 )
+from londi.agents.training.specs import HELDOUT_SEED_START
 
 
 def _first_line(card: Path, prefix: str) -> str:

@@ -245,6 +245,8 @@ def test_no_admissible_actions(quick):
 
 # ------------------------------------------------------------------------------ training pipeline
 def _load_script(name: str):
+    """A command line of ``scripts/`` as a module (to call its ``main``); the training code itself
+    is the library, :mod:`londi.agents.training`."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -253,8 +255,9 @@ def _load_script(name: str):
 
 
 def test_tokenizer_keeps_actions_and_phrases_whole():
-    train = _load_script("train_lms")
-    tok = train.build_tokenizer([])
+    from londi.agents.training.tokenizer import babyai_tokenizer
+
+    tok = babyai_tokenizer([])
     pieces = tok.convert_ids_to_tokens(
         tok("Goal of the agent: go to the red ball\nObservation: You see a red ball 1 step left and 2 steps forward\n"
             "Action: turn left\nAction:")["input_ids"]
@@ -271,8 +274,10 @@ def test_small_training_run_beats_random(tmp_path):
     reaching the goal."""
     import torch
 
+    from londi.agents.training import babyai, evaluation
+    from londi.agents.training.specs import HELDOUT_SEED_START
+
     train = _load_script("train_lms")
-    bench = _load_script("bench_lms")
     threads = torch.get_num_threads()
     try:
         assert train.main(["--small", "--models", "deepthink-dagger", "--out", str(tmp_path), "--eval-episodes", "0",
@@ -298,18 +303,18 @@ def test_small_training_run_beats_random(tmp_path):
     log = json.loads((tmp_path / "log.json").read_text())
     assert len(log["results"]) == 1 and log["results"][0]["episodes"] == 3 and "--evaluate-only" in log["evaluate_command"]
     assert verify_checksums(folder)
-    seeds = range(bench.HELDOUT_SEED_START, bench.HELDOUT_SEED_START + 60)
+    seeds = range(HELDOUT_SEED_START, HELDOUT_SEED_START + 60)
 
     # Per-step agreement with the expert on held-out expert states (random: 1/6).
-    envs = train._make_envs(8)
-    states, _, _ = train.collect(envs, seeds)
+    envs = babyai.make_envs(8)
+    states, _, _ = babyai.collect(envs, seeds)
     greedy = HFPolicy(folder, device="cpu", sample=False)
     agree = np.mean([greedy.act(s.obs).action == s.label for s in states])
     assert agree > 1 / 6 + 0.3, agree
 
     # Success over whole episodes, the model's own (sampled) decoding against random moves.
-    trained = bench.evaluate_policy(HFPolicy(folder, device="cpu"), seeds, progress=False)
-    rand = bench.evaluate_policy(bench.RandomPolicy(seed=0), seeds, progress=False)
+    trained = evaluation.evaluate_policy(HFPolicy(folder, device="cpu"), seeds, progress=False)
+    rand = evaluation.evaluate_policy(evaluation.RandomPolicy(seed=0), seeds, progress=False)
     assert trained.success_rate > rand.success_rate + 0.05, (trained.success_rate, rand.success_rate)
 
 
@@ -324,26 +329,27 @@ def test_evaluate_only_needs_the_training_log(tmp_path):
     with pytest.raises(SystemExit):  # a log without this model
         train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only", "--log-json",
                     str(tmp_path / "log.json")])
-    spec = dataclasses.asdict(train.SPECS["deepthink"])
+    from londi.agents.training.specs import BABYAI_SPECS
+
+    spec = dataclasses.asdict(BABYAI_SPECS["deepthink"])
     (tmp_path / "log.json").write_text(json.dumps({"logs": {"deepthink": {"spec": spec}}, "command": "x"}))
     with pytest.raises(SystemExit):  # no trained model in --out
         train.main(["--models", "deepthink", "--out", str(tmp_path), "--evaluate-only", "--log-json",
                     str(tmp_path / "log.json")])
 
 
-def test_spec_overrides_are_typed_and_checked():
-    import argparse
+def test_spec_overrides_are_typed_and_checked(tmp_path):
+    from londi.agents.training.specs import BABYAI_SPECS, apply_overrides
 
-    train = _load_script("train_lms")
-    parser = argparse.ArgumentParser()
-    specs = train.apply_overrides(train.SPECS, ["deepthink.dagger_rounds=5", "deepthink.lr=3e-4",
-                                                "quick.sample=false"], parser)
+    specs = apply_overrides(BABYAI_SPECS, ["deepthink.dagger_rounds=5", "deepthink.lr=3e-4", "quick.sample=false"])
     assert specs["deepthink"].dagger_rounds == 5 and specs["deepthink"].lr == 3e-4 and specs["quick"].sample is False
-    assert train.SPECS["deepthink"].dagger_rounds != 5  # the shipped specs are not modified
+    assert BABYAI_SPECS["deepthink"].dagger_rounds != 5  # the shipped specs are not modified
     for bad in ("deepthink.no_such_field=1", "deepthink.dagger_rounds=two", "nomodel.lr=1", "deepthink.lr",
-                "quick.sample=maybe"):
-        with pytest.raises(SystemExit):
-            train.apply_overrides(train.SPECS, [bad], parser)
+                "quick.sample=maybe", "quick.name=x"):
+        with pytest.raises(ValueError, match="--set"):
+            apply_overrides(BABYAI_SPECS, [bad])
+    with pytest.raises(SystemExit):  # the command line turns it into a usage error
+        _load_script("train_lms").main(["--models", "quick", "--out", str(tmp_path), "--set", "quick.lr=fast"])
 
 
 def test_every_entry_point_defaults_to_the_default_pair():
@@ -362,6 +368,9 @@ def test_every_entry_point_defaults_to_the_default_pair():
     assert (TrainConfig().quick, TrainConfig().deepthink) == SHIPPED_MODELS
     sweep = load_config({"name": "t", "episodes": 1, "seeds": [0], "grid": [{"method": "always-quick"}]})
     assert {(c.quick, c.deepthink) for c in sweep.cells} == {SHIPPED_MODELS}
-    assert _load_script("train_lms").DEFAULT_MODELS == list(SHIPPED_MODELS)
+    from londi.agents.training.specs import DEFAULT_MODELS
+
+    assert DEFAULT_MODELS == list(SHIPPED_MODELS)
+    assert _load_script("train_lms").build_parser().parse_args([]).models == list(SHIPPED_MODELS)
     for name in SHIPPED_MODELS:
         assert verify_checksums(shipped_model_path(name))

@@ -1,24 +1,14 @@
-"""The TextWorld/ScienceWorld LM pairs (``scripts/train_text_lms.py``) and the candidate filter."""
+"""The TextWorld/ScienceWorld LM pairs (``scripts/train_text_lms.py`` over
+``londi.agents.training.textgames``) and the candidate filter."""
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from londi.agents.candidates import CandidateFilter, CandidatePolicy, action_verb
 from londi.agents.lm import TEXT_GAME_MODELS, HFPolicy, load_policy, shipped_model_path
 from londi.envs.base import TextObservation
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _script():
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    return importlib.import_module("train_text_lms")
-
 
 TW_OBS = TextObservation(
     goal="First, open the antique trunk. Then, take the old key from the antique trunk. Then, unlock the wooden door.",
@@ -125,19 +115,20 @@ def test_small_textworld_training_beats_random(tmp_path):
     """The small config on two tw-make games: QUICK, trained by cloning the oracle, scores more
     than a random policy on those games (a pipeline check, not a held-out result)."""
     import torch
+    from londi.agents.training.evaluation import RandomPolicy, evaluate_on_envs
+    from londi.agents.training.specs import TEXT_SMALL, TRAIN_SEED_START
+    from londi.agents.training.textgames import collect, textworld_setup, train_model
 
     torch.set_num_threads(1)
-    mod = _script()
-    setup = mod.textworld_setup(2, tmp_path / "games")
-    setup.eval_env_kwargs = setup.train_env_kwargs  # evaluate on the training games themselves
-    spec = mod.SMALL["textworld"]["quick"]
-    spec = mod.replace(spec, epochs_demo=200.0)
-    demos = mod.collect(setup, 1, mod.TRAIN_SEED_START, desc="oracle demos")
-    assert demos[1] == demos[2] == 2 and len(demos[0]) >= 10  # the oracle wins both games
-    mod.train_model(spec, setup, seed=0, out_dir=tmp_path, prefix="textworld", demos=demos)
+    setup = textworld_setup(2, tmp_path / "games")
+    spec = replace(TEXT_SMALL["textworld"]["quick"], epochs_demo=200.0)
+    demos = collect(setup, 1, TRAIN_SEED_START, desc="oracle demos")
+    assert demos.successes == demos.episodes == 2 and len(demos.samples) >= 10  # the oracle wins both games
+    train_model(spec, setup, seed=0, out_dir=tmp_path, prefix="textworld", demos=demos)
     policy = load_policy(tmp_path / "textworld-quick", device="cpu", sample=False)  # greedy: what it learned
-    mine = mod.evaluate(policy, setup, 4)
-    rand = mod.evaluate(mod.RandomPolicy(seed=0), setup, 4)
+    # evaluate on the training games themselves
+    mine = evaluate_on_envs(policy, setup.train_env_kwargs, 4)
+    rand = evaluate_on_envs(RandomPolicy(seed=0), setup.train_env_kwargs, 4)
     env = "londi/TextWorld-v0"
     assert mine["per_env"][env]["mean_return"] > rand["per_env"][env]["mean_return"] + 1.0, (mine, rand)
     assert mine["scored_per_call"] == mine["admissible_per_call"]  # no candidate filter for TextWorld
