@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from londi.core.meter import CallRecord
 from londi.envs.base import TextObservation
-from londi.meter import CallRecord
 
 
 @dataclass

@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 
 from londi.agents.base import Decision, TextPolicy, policy_endpoint, policy_fingerprint, seed_policy
+from londi.core.errors import LondiError
+from londi.core.meter import CallRecord
 from londi.envs.base import TextObservation
-from londi.errors import LondiError
-from londi.meter import CallRecord
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 from londi.agents.base import Decision, TextPolicy
+from londi.core.errors import LondiError
+from londi.core.meter import CallRecord
 from londi.envs.base import TextObservation
-from londi.errors import LondiError
-from londi.meter import CallRecord
 
 
 class OracleExpert(TextPolicy):
@@ -24,7 +24,7 @@ class OracleExpert(TextPolicy):
 
     The expert plays only admissible actions: a label outside ``admissible_actions`` is a bug
     in the env (or, on ScienceWorld, a gold command with no equivalent in the valid list) and
-    raises :class:`~londi.errors.LondiError` rather than being executed silently.
+    raises :class:`~londi.core.errors.LondiError` rather than being executed silently.
     """
 
     name = "expert (oracle)"

@@ -25,7 +25,7 @@ Per decision
     When the primary answers, its :class:`~londi.agents.base.Decision` is returned unchanged.
     When the fallback answers, the fallback's decision is returned with its record marked: the
     record's ``model`` is the fallback's (who answered; its device time is the fallback's),
-    ``error`` is set to ``"fallback: <why>"`` (so a :class:`~londi.meter.Meter` counts it as
+    ``error`` is set to ``"fallback: <why>"`` (so an episode's accounting counts it as
     an error of the role the primary plays), ``retries`` is the primary's and ``wall_seconds``
     includes the time lost waiting on the primary. :attr:`FallbackPolicy.last_records` holds
     every record of the last call (the primary's failed record, then the fallback's) for
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from londi.agents.base import Decision, TextPolicy, policy_endpoint, policy_fingerprint, seed_policy
+from londi.core.errors import TOLERATED_POLICY_ERRORS
+from londi.core.meter import CallRecord
 from londi.envs.base import TextObservation
-from londi.errors import TOLERATED_POLICY_ERRORS
-from londi.meter import CallRecord
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class FallbackPolicy(TextPolicy):
             of a server that is down. ``None`` (the default) always asks the primary.
         cooldown_calls: calls the primary is skipped for while the breaker is open.
         catch: the exception types treated as a failure of the primary (default:
-            :data:`~londi.errors.TOLERATED_POLICY_ERRORS`: timeouts, HTTP and connection
+            :data:`~londi.core.errors.TOLERATED_POLICY_ERRORS`: timeouts, HTTP and connection
             errors). Anything else, such as a bug in the primary, propagates.
 
     Attributes:

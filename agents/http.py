@@ -34,7 +34,8 @@ Servers that reject a parameter
     Some OpenAI-compatible servers refuse an optional parameter: ``transformers serve`` answers
     every request that has a ``stop`` with HTTP 400 when the model's tokenizer cannot encode the
     stop string (``{"detail": "substring not found"}``). On a 400 or 422 the policy then adapts,
-    within the same call: a parameter of :data:`OPTIONAL_PARAMS` that the error names (OpenAI's
+    within the same call (the rules are in :mod:`londi.agents.http_support`): a parameter of
+    :data:`~londi.agents.http_support.OPTIONAL_PARAMS` that the error names (OpenAI's
     ``error.param``, a validation error's ``loc``, or the parameter's name in the message) is
     dropped and the request is sent again at once; an error that names no parameter is probed
     by sending the request once without ``stop`` (then once without ``seed``), each probe at
@@ -45,64 +46,55 @@ Servers that reject a parameter
     at the first stop string) and logged once at WARNING. These re-sends are not retries: they
     wait for no backoff and are not counted in ``retries``.
 
-Accounting (the :class:`~londi.meter.CallRecord` of each call)
+Accounting (the :class:`~londi.core.meter.CallRecord` of each call)
     ``device="http"``. ``device_seconds`` is the server-side compute time when the server
     reports one (llama.cpp's ``timings.prompt_ms + timings.predicted_ms``, which ``londi serve``
     also fills), else the wall latency of the request that produced the answer: from the
     client's side that is the only upper bound on the time the server's device spent, and a
     remote device is billed by the time it is held. ``wall_seconds`` covers every attempt and
     backoff of the call. A failed call records ``device_seconds=0`` (no answer was produced;
-    its time is in ``wall_seconds``) and no tokens. Tokens come from the response's ``usage``; when a server omits it,
-    they are estimated as one token per :data:`CHARS_PER_TOKEN` characters (the usual rule of
-    thumb for English text with BPE tokenizers). ``flops`` is :func:`~londi.meter.estimate_flops`
+    its time is in ``wall_seconds``) and no tokens. Tokens come from the response's ``usage``;
+    when a server omits it, they are estimated as one token per
+    :data:`~londi.agents.http_support.CHARS_PER_TOKEN` characters (the usual rule of thumb for
+    English text with BPE tokenizers). ``flops`` is :func:`~londi.core.meter.estimate_flops`
     when ``n_parameters`` is given, else 0 (a remote model's size is unknown).
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import re
 import time
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from londi.agents.base import Decision, TextPolicy
+from londi.agents.http_support import (
+    ENV_API_BASE,
+    ENV_API_KEY,
+    ENV_MODEL,
+    REJECT_STATUSES,
+    RETRY_STATUSES,
+    Secret,
+    as_int,
+    cut_at_stop,
+    error_detail,
+    estimate_tokens,
+    first_env,
+    normalise_base_url,
+    probe_params,
+)
 from londi.agents.matching import MATCH_KINDS, Match, match_action
 from londi.agents.prompt import build_prompt
+from londi.core.errors import ConfigError, ModelCallError, check_choice
+from londi.core.meter import CallRecord, estimate_flops
 from londi.envs.base import TextObservation
-from londi.errors import ConfigError, ModelCallError, check_choice
-from londi.meter import CallRecord, estimate_flops
 
 logger = logging.getLogger(__name__)
 
-#: Environment variables read when the constructor gets no value, in order of precedence.
-ENV_API_BASE: tuple[str, ...] = ("LONDI_API_BASE", "OPENAI_BASE_URL", "OPENAI_API_BASE")
-ENV_API_KEY: tuple[str, ...] = ("LONDI_API_KEY", "OPENAI_API_KEY")
-ENV_MODEL: tuple[str, ...] = ("LONDI_MODEL",)
-
 #: The APIs :class:`HTTPPolicy` can talk to.
 APIS: tuple[str, ...] = ("chat", "completions")
-
-#: Characters per token for the token estimate used when a server reports no ``usage``.
-CHARS_PER_TOKEN = 4.0
-
-#: Statuses worth retrying: timeouts, conflicts, rate limits and server errors.
-RETRY_STATUSES = frozenset({408, 409, 425, 429})
-
-#: Statuses with which a server rejects a request it cannot take (bad or unsupported fields).
-REJECT_STATUSES = frozenset({400, 422})
-
-#: Optional request parameters that :class:`HTTPPolicy` leaves out, for the rest of its life,
-#: once a server rejects them (see "Servers that reject a parameter" in the module docstring),
-#: in the order in which an unexplained rejection is probed. ``stop`` is then applied on the
-#: client side; ``seed`` only matters for sampling servers. Nothing else is ever dropped: the
-#: model, the prompt, ``max_tokens``, ``temperature`` and ``extra_body`` are always sent.
-OPTIONAL_PARAMS: tuple[str, ...] = ("stop", "seed")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent playing a text game. Read the goal, the possible actions and the "
@@ -113,34 +105,6 @@ DEFAULT_SYSTEM_PROMPT = (
 
 # The backoff's sleep; a module attribute so that tests can replace it without touching ``time``.
 _sleep = time.sleep
-
-
-def estimate_tokens(text: str) -> int:
-    """Tokens in ``text`` by the rule of thumb of :data:`CHARS_PER_TOKEN` characters a token."""
-    return int(math.ceil(len(text) / CHARS_PER_TOKEN)) if text else 0
-
-
-class _Secret:
-    """Holds a secret string; its repr and str never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str | None) -> None:
-        self._value = value or None
-
-    def get(self) -> str | None:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return self._value is not None
-
-    def __repr__(self) -> str:
-        return "'***'" if self._value else "None"
-
-    __str__ = __repr__
-
-    def __reduce__(self):  # never pickle the key along with a policy
-        return (_Secret, (None,))
 
 
 class HTTPBackendError(ModelCallError):
@@ -164,34 +128,6 @@ class HTTPBackendError(ModelCallError):
 
 class HTTPTimeoutError(HTTPBackendError, TimeoutError):
     """The server did not answer within the timeout (after the retries)."""
-
-
-def _first_env(names: Sequence[str]) -> str | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
-
-
-def normalise_base_url(url: str) -> str:
-    """``http://host:port`` -> ``http://host:port/v1``; a URL with a path is kept as given.
-
-    Raises:
-        ConfigError: for anything but an ``http``/``https`` URL with a host.
-    """
-    parsed = urllib.parse.urlsplit(url.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(
-            f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {url!r}"
-        )
-    if parsed.username or parsed.password:
-        # Credentials in a URL end up in logs; the key belongs in api_key / LONDI_API_KEY.
-        raise ConfigError("base_url must not contain credentials; pass api_key or set LONDI_API_KEY")
-    path = parsed.path.rstrip("/")
-    if not path:
-        path = "/v1"
-    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, parsed.query, ""))
 
 
 class HTTPPolicy(TextPolicy):
@@ -272,14 +208,14 @@ class HTTPPolicy(TextPolicy):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.api = check_choice("HTTP API", api, APIS)
-        url = base_url or _first_env(ENV_API_BASE)
+        url = base_url or first_env(ENV_API_BASE)
         if not url:
             raise ConfigError(
                 "no HTTP endpoint: pass base_url=... (e.g. http://127.0.0.1:8000/v1) or set "
                 + " / ".join(ENV_API_BASE)
             )
         self.base_url = normalise_base_url(url)
-        self._api_key = _Secret(api_key if api_key is not None else _first_env(ENV_API_KEY))
+        self._api_key = Secret(api_key if api_key is not None else first_env(ENV_API_KEY))
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         if max_retries < 0:
@@ -301,7 +237,7 @@ class HTTPPolicy(TextPolicy):
         # Fail now, not at the first step, on a bad prompt option.
         build_prompt(TextObservation(goal="g", text="t", admissible_actions=("a",)), list_actions=self.list_actions,
                      **self.prompt_kwargs)
-        self.model: str | None = model or _first_env(ENV_MODEL)
+        self.model: str | None = model or first_env(ENV_MODEL)
         self._name = name
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
@@ -461,53 +397,6 @@ class HTTPPolicy(TextPolicy):
         return delay
 
     # ------------------------------------------------------------------ adapting to the server
-    def _named_params(self, response: httpx.Response, body: Mapping[str, Any]) -> list[str]:
-        """The optional parameters in ``body`` that a 400/422 ``response`` names as the problem.
-
-        Read from OpenAI's ``error.param``, from a validation error's ``detail[*].loc`` (FastAPI,
-        pydantic), and from the words of the message (``"Unexpected fields in the request:
-        {'seed'}"``, ``"stop_strings is not supported"``). Parameters set through ``extra_body``
-        are the user's and are never dropped.
-        """
-        candidates = [p for p in OPTIONAL_PARAMS if p in body and p not in self.extra_body]
-        if not candidates:
-            return []
-        words: set[str] = set()
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            err = data.get("error")
-            if isinstance(err, dict) and isinstance(err.get("param"), str):
-                words.add(err["param"].strip().lower())
-            detail = data.get("detail")
-            if isinstance(detail, list):  # FastAPI / pydantic validation errors
-                for item in detail:
-                    if isinstance(item, dict) and isinstance(item.get("loc"), (list, tuple)):
-                        words.update(str(part).lower() for part in item["loc"])
-        words.update(re.split(r"[^a-z0-9]+", _error_detail(response, limit=2000).lower()))
-        return [p for p in candidates if p in words]
-
-    def _probe(self, response: httpx.Response, body: dict[str, Any], tried: set[str]) -> dict[str, Any]:
-        """Take out of ``body`` the optional parameters to try the request without, after a
-        400/422 ``response``: those the error names, else the first not probed yet by this
-        policy (an unexplained rejection probes each parameter once per policy). Returns them
-        with their values, to put back if the request fails without them too; ``{}`` when there
-        is nothing left to try. No parameter is left out twice in one call."""
-        named = [p for p in self._named_params(response, body) if p not in tried]
-        if not named:
-            named = [
-                next((p for p in OPTIONAL_PARAMS
-                      if p in body and p not in self.extra_body and p not in self._probed_params
-                      and p not in tried), "")
-            ]
-            if not named[0]:
-                return {}
-        tried.update(named)
-        self._probed_params.update(named)
-        return {p: body.pop(p) for p in named}
-
     def _mark_unsupported(self, param: str, why: str) -> None:
         if param in self.unsupported_params:
             return
@@ -561,7 +450,7 @@ class HTTPPolicy(TextPolicy):
                         self._mark_unsupported(param, rejection)
                     break
                 retryable = status in RETRY_STATUSES or status >= 500
-                detail = _error_detail(response)
+                detail = error_detail(response)
                 error = f"HTTP {status} from {url}: {detail}"
                 if status in REJECT_STATUSES:
                     if probe:  # left out, they did not help: not the cause
@@ -570,7 +459,7 @@ class HTTPPolicy(TextPolicy):
                     else:
                         rejection = error
                     if not (self.deadline is not None and time.perf_counter() - start >= self.deadline):
-                        probe = self._probe(response, body, tried)
+                        probe = probe_params(response, body, tried, self._probed_params, self.extra_body)
                         if probe:
                             logger.info(
                                 "HTTP backend %s: %s; trying once without %s",
@@ -623,8 +512,8 @@ class HTTPPolicy(TextPolicy):
 
         if self.stop and "stop" not in body:  # the server was not asked to stop: cut here
             text = cut_at_stop(text, self.stop)
-        input_tokens = _as_int(usage.get("prompt_tokens"))
-        output_tokens = _as_int(usage.get("completion_tokens"))
+        input_tokens = as_int(usage.get("prompt_tokens"))
+        output_tokens = as_int(usage.get("completion_tokens"))
         if input_tokens is None:
             sent = prompt if self.api == "completions" else "\n".join(m["content"] for m in body["messages"])
             input_tokens = estimate_tokens(sent)
@@ -674,47 +563,10 @@ class HTTPPolicy(TextPolicy):
         self.close()
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """``text`` up to (not including) the earliest occurrence of any of the ``stop`` strings,
-    as an OpenAI server that honours ``stop`` returns it."""
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
-    return text[:cut] if cut >= 0 else text
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return int(value)
-
-
-def _error_detail(response: httpx.Response, limit: int = 300) -> str:
-    """The server's error message (OpenAI's ``{"error": {"message": ...}}`` or the body's start)."""
-    try:
-        data = response.json()
-        if isinstance(data, dict):
-            err = data.get("error", data.get("detail"))
-            if isinstance(err, dict):
-                err = err.get("message", err)
-            if err is not None:
-                return str(err)[:limit]
-    except ValueError:
-        pass
-    return response.text[:limit] or response.reason_phrase
-
-
 __all__ = [
     "APIS",
-    "CHARS_PER_TOKEN",
     "DEFAULT_SYSTEM_PROMPT",
-    "ENV_API_BASE",
-    "ENV_API_KEY",
-    "ENV_MODEL",
     "HTTPBackendError",
     "HTTPPolicy",
     "HTTPTimeoutError",
-    "OPTIONAL_PARAMS",
-    "REJECT_STATUSES",
-    "cut_at_stop",
-    "estimate_tokens",
-    "normalise_base_url",
 ]

@@ -20,16 +20,16 @@ checkpoint::
     deep = load_policy("deepthink-dagger")       # shipped, bigger, with history
     mine = load_policy("/path/to/checkpoint")    # any local HF causal or seq2seq folder
 
-Every call returns a :class:`~londi.agents.base.Decision` whose :class:`~londi.meter.CallRecord`
-holds the device-seconds (:func:`londi.meter.device_timer`), wall seconds, tokens and a FLOPs
-estimate. Nothing is ever downloaded: checkpoints are read with ``local_files_only=True``.
+Every call returns a :class:`~londi.agents.base.Decision` whose :class:`~londi.core.meter.CallRecord`
+holds the device-seconds (:func:`londi.core.meter.device_timer`), wall seconds, tokens and a FLOPs
+estimate. Nothing is ever downloaded: checkpoints are read with ``local_files_only=True``. The
+checkpoint folder's own files (shipped names, ``londi_policy.json``, ``SHA256SUMS``) are
+:mod:`londi.agents.checkpoints`.
 """
 from __future__ import annotations
 
 import abc
 import copy
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,99 +37,33 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from londi.agents.base import Decision, TextPolicy
+from londi.agents.checkpoints import (
+    DEFAULT_DEEPTHINK,
+    DEFAULT_QUICK,
+    DTYPES,
+    EXTRA_MODELS,
+    SHIPPED_MODELS,
+    TEXT_GAME_MODELS,
+    checkpoint_digest,
+    checkpoint_dtype,
+    checkpoint_folder,
+    checkpoint_kind,
+    hf_checkpoint_folder,
+    policy_settings,
+    verify_checksums,
+)
 from londi.agents.prompt import build_prompt
+from londi.core.errors import ConfigError, LondiError, check_choice
+from londi.core.meter import CallRecord, device_timer, estimate_flops
 from londi.envs.base import TextObservation
-from londi.errors import ConfigError, LondiError, UnknownChoiceError, check_choice
-from londi.meter import CallRecord, device_timer, estimate_flops
 
 if TYPE_CHECKING:  # torch and transformers are imported lazily: importing londi.agents stays cheap
     import torch
 
 logger = logging.getLogger(__name__)
 
-#: The default QUICK and DEEPTHINK: BabyAI-Text checkpoints trained with learner-led DAgger
-#: rounds (``scripts/train_lms.py``; see each model card and docs/models.md).
-DEFAULT_QUICK = "quick-dagger"
-DEFAULT_DEEPTHINK = "deepthink-dagger"
-#: The default pair, shipped with the package (folders under :func:`shipped_models_dir`).
-SHIPPED_MODELS: tuple[str, ...] = (DEFAULT_QUICK, DEFAULT_DEEPTHINK)
-#: The first pair, ``quick`` and ``deepthink`` (the same architectures trained with less or no
-#: DAgger; the default until 2026-11-24), still shipped and loaded by name for comparisons.
-EXTRA_MODELS: tuple[str, ...] = ("quick", "deepthink")
-#: The TextWorld and ScienceWorld pairs (``scripts/train_text_lms.py``), also loaded by name.
-TEXT_GAME_MODELS: tuple[str, ...] = (
-    "textworld-quick", "textworld-deepthink", "scienceworld-quick", "scienceworld-deepthink",
-)
-#: Optional file in a checkpoint folder with the prompt settings the model was trained with.
-POLICY_CONFIG_FILE = "londi_policy.json"
-#: Optional ``sha256sum``-style checksum file in a checkpoint folder, verified at load time.
-CHECKSUM_FILE = "SHA256SUMS"
-#: The manifest that makes a folder an LM ensemble (:mod:`londi.agents.lm_ensemble`).
-ENSEMBLE_FILE = "londi_ensemble.json"
-DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 # The prompt always ends with this; action tokens are computed in this context (see _action_ids).
 _ANSWER_CUE = "Action:"
-
-
-def shipped_models_dir() -> Path:
-    """The folder that holds the shipped checkpoints (``<package>/models``)."""
-    return Path(__file__).resolve().parent / "models"
-
-
-def shipped_model_path(name: str) -> Path:
-    """The folder of a shipped model (:data:`SHIPPED_MODELS`, :data:`EXTRA_MODELS` or
-    :data:`TEXT_GAME_MODELS`); an error naming the valid ones."""
-    check_choice("shipped model", name, SHIPPED_MODELS + EXTRA_MODELS + TEXT_GAME_MODELS)
-    return shipped_models_dir() / name
-
-
-# ---------------------------------------------------------------------------------- checksums
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_checksums(folder: str | Path) -> Path:
-    """Write ``SHA256SUMS`` (``sha256sum`` format) for every other file in ``folder``; returns its path."""
-    folder = Path(folder)
-    lines = [
-        f"{file_sha256(p)}  {p.name}"
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != CHECKSUM_FILE
-    ]
-    out = folder / CHECKSUM_FILE
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
-    return out
-
-
-def verify_checksums(folder: str | Path) -> bool:
-    """Check the files listed in ``folder/SHA256SUMS``.
-
-    Returns ``False`` when the folder has no checksum file; raises :class:`LondiError` naming
-    the first missing or altered file.
-    """
-    folder = Path(folder)
-    sums = folder / CHECKSUM_FILE
-    if not sums.is_file():
-        return False
-    for line in sums.read_text().splitlines():
-        if not line.strip():
-            continue
-        digest, _, name = line.strip().partition("  ")
-        path = folder / name.strip()
-        if not path.is_file():
-            raise LondiError(f"checkpoint {folder} is incomplete: {name!r} listed in {CHECKSUM_FILE} is missing")
-        if file_sha256(path) != digest:
-            raise LondiError(
-                f"checkpoint {folder} is corrupt: {name!r} does not match its checksum in {CHECKSUM_FILE}"
-            )
-    return True
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -145,33 +79,6 @@ def _resolve_device(device: str) -> str:
             raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
         return "cuda:0" if device == "cuda" else device
     raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-
-
-def _resolve_dtype(dtype: str, device: str, config: Any) -> torch.dtype:
-    import torch
-
-    check_choice("dtype", dtype, DTYPES)
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device == "cpu":
-        return torch.float32  # half precision is slow and inexact on most CPUs
-    saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    if isinstance(saved, str):
-        saved = getattr(torch, saved, None)
-    return saved if saved in (torch.float16, torch.bfloat16) else torch.float32
-
-
-def _read_policy_config(folder: Path) -> dict[str, Any]:
-    path = folder / POLICY_CONFIG_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LondiError(f"checkpoint {folder} is corrupt: {POLICY_CONFIG_FILE} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise LondiError(f"checkpoint {folder} is corrupt: {POLICY_CONFIG_FILE} must hold a JSON object")
-    return data
 
 
 # ---------------------------------------------------------------------------------- the policy
@@ -230,7 +137,7 @@ class HFPolicy(ScoringPolicy):
     the most likely action with the normalised distribution over the admissible actions
     (``Decision.probs``, in their order), a hidden-state summary (``Decision.hidden``: the final
     layer's state at the last prompt token; for seq2seq models, the decoder's state at its start
-    token), and a :class:`~londi.meter.CallRecord`.
+    token), and a :class:`~londi.core.meter.CallRecord`.
 
     Token accounting: ``input_tokens`` is the prompt's length; ``output_tokens`` the number of
     action tokens scored (all admissible actions together); ``flops`` is
@@ -283,14 +190,7 @@ class HFPolicy(ScoringPolicy):
         verify: bool = True,
         trust_remote_code: bool = False,
     ) -> None:
-        folder = Path(model_path).expanduser()
-        if not folder.is_dir():
-            raise LondiError(
-                f"no checkpoint folder at {str(folder)!r}; pass a local Hugging Face checkpoint folder "
-                f"(saved with save_pretrained) or one of the shipped models: {', '.join(SHIPPED_MODELS)}"
-            )
-        if not (folder / "config.json").is_file():
-            raise LondiError(f"{str(folder)!r} is not a Hugging Face checkpoint: it has no config.json")
+        folder = hf_checkpoint_folder(model_path)
         if history_length is not None and history_length < 0:
             raise ValueError(f"history_length must be >= 0, got {history_length}")
         if max_listed_actions <= 0:
@@ -306,18 +206,12 @@ class HFPolicy(ScoringPolicy):
         self.name = name or folder.name
         self.device = _resolve_device(device)
         self.verified = verify_checksums(folder) if verify else False
-        saved = _read_policy_config(folder)
-        self.history_length = int(saved.get("history_length", 3) if history_length is None else history_length)
-        if self.history_length < 0:
-            raise LondiError(f"{folder / POLICY_CONFIG_FILE}: history_length must be >= 0")
-        self.list_actions = bool(saved.get("list_actions", True) if list_actions is None else list_actions)
+        self.history_length, self.list_actions, self.temperature, self.sample = policy_settings(
+            folder, history_length=history_length, list_actions=list_actions, temperature=temperature, sample=sample
+        )
         self.max_listed_actions = max_listed_actions
         self.action_batch_size = action_batch_size
         self.use_kv_cache = use_kv_cache
-        self.temperature = float(saved.get("temperature", 1.0) if temperature is None else temperature)
-        if not self.temperature > 0:
-            raise LondiError(f"{folder / POLICY_CONFIG_FILE}: temperature must be positive")
-        self.sample = bool(saved.get("sample", False) if sample is None else sample)
         self._rng = np.random.default_rng(seed)
         self._load(folder, dtype, trust_remote_code)
         limit = getattr(self.model.config, "max_position_embeddings", None) or getattr(
@@ -381,7 +275,7 @@ class HFPolicy(ScoringPolicy):
         except Exception as exc:  # transformers raises OSError/ValueError/JSON errors here
             raise LondiError(f"checkpoint {folder} is corrupt or unreadable: config.json: {exc}") from None
         self.is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        torch_dtype = _resolve_dtype(dtype, self.device, config)
+        torch_dtype = checkpoint_dtype(dtype, self.device, config)
         auto = AutoModelForSeq2SeqLM if self.is_seq2seq else AutoModelForCausalLM
         # transformers renamed ``torch_dtype`` to ``dtype`` in 4.56.
         major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
@@ -637,7 +531,7 @@ class HFPolicy(ScoringPolicy):
         return int(cfg.get_text_config().hidden_size if hasattr(cfg, "get_text_config") else cfg.hidden_size)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The checkpoint's weights and settings (:func:`checkpoint_digest`), hashed once."""
+        """The checkpoint's weights and settings (:func:`~londi.agents.checkpoints.checkpoint_digest`), hashed once."""
         if self._digest is None:
             self._digest = checkpoint_digest(self.path)
         return {"kind": "hf", "name": self.name, "sha256": self._digest}
@@ -651,88 +545,43 @@ class HFPolicy(ScoringPolicy):
         )
 
 
-#: Files whose bytes define a checkpoint's behaviour: the weights and the policy settings.
-_FINGERPRINT_PATTERNS = ("*.safetensors", "*.bin", POLICY_CONFIG_FILE)
-
-
-def checkpoint_digest(folder: str | Path) -> str:
-    """sha256 over a checkpoint's weight files and ``londi_policy.json`` (names and bytes, sorted)."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted({p for pattern in _FINGERPRINT_PATTERNS for p in folder.glob(pattern)}):
-        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode() + b"\n")
-    return digest.hexdigest()
-
-
-def _policy_class(folder: Path) -> type[HFPolicy]:
-    """:class:`HFPolicy`, or :class:`~londi.agents.candidates.CandidatePolicy` for a checkpoint whose
-    ``londi_policy.json`` asks for a candidate filter (its ``"candidates"`` entry)."""
-    if "candidates" in _read_policy_config(folder):
-        from londi.agents.candidates import CandidatePolicy
-
-        return CandidatePolicy
-    return HFPolicy
-
-
 def _load_folder(folder: Path, **kwargs: Any) -> TextPolicy:
-    if (folder / ENSEMBLE_FILE).is_file():
+    """Load ``folder`` as the policy class it asks for (:func:`~londi.agents.checkpoints.checkpoint_kind`)."""
+    kind = checkpoint_kind(folder)
+    if kind == "ensemble":
         from londi.agents.lm_ensemble import LMEnsemblePolicy
 
         return LMEnsemblePolicy.from_folder(folder, **kwargs)
-    return _policy_class(folder)(folder, **kwargs)
+    if kind == "candidates":
+        from londi.agents.candidates import CandidatePolicy
+
+        return CandidatePolicy(folder, **kwargs)
+    return HFPolicy(folder, **kwargs)
 
 
 def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
-    """Load a shipped model by name (:data:`SHIPPED_MODELS`, :data:`EXTRA_MODELS`, :data:`TEXT_GAME_MODELS`) or any
-    local checkpoint folder. A checkpoint whose ``londi_policy.json`` has a ``"candidates"`` entry
+    """Load a shipped model by name (:data:`~londi.agents.checkpoints.SHIPPED_MODELS`, ``EXTRA_MODELS``,
+    ``TEXT_GAME_MODELS``) or any local checkpoint folder (:func:`~londi.agents.checkpoints.checkpoint_folder`). A checkpoint whose ``londi_policy.json`` has a ``"candidates"`` entry
     loads as a :class:`~londi.agents.candidates.CandidatePolicy` (scores a short candidate list); a
     folder with an ``londi_ensemble.json`` manifest loads as a
     :class:`~londi.agents.lm_ensemble.LMEnsemblePolicy` (several checkpoints, mean log-likelihoods).
 
     Keyword arguments go to :class:`HFPolicy` (``device``, ``dtype``, ``history_length``, ...; an
     ensemble passes ``name``, ``temperature``, ``sample`` and ``seed`` to itself, the rest to its members).
-    Raises :class:`~londi.errors.UnknownChoiceError` for a name that is neither a shipped model
-    nor an existing folder, and :class:`~londi.errors.LondiError` for a missing or corrupt
+    Raises :class:`~londi.core.errors.UnknownChoiceError` for a name that is neither a shipped model
+    nor an existing folder, and :class:`~londi.core.errors.LondiError` for a missing or corrupt
     shipped checkpoint.
     """
-    text = str(name_or_path)
-    if text in SHIPPED_MODELS or text in EXTRA_MODELS or text in TEXT_GAME_MODELS:
-        folder = shipped_model_path(text)
-        if not ((folder / "config.json").is_file() or (folder / ENSEMBLE_FILE).is_file()):
-            script = "train_text_lms.py" if text in TEXT_GAME_MODELS else "train_lms.py"
-            raise LondiError(
-                f"the shipped model {text!r} is missing from {folder}; rebuild it with "
-                f"`python scripts/{script}` or reinstall londi"
-            )
-        kwargs.setdefault("name", text)
-        return _load_folder(folder, **kwargs)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return _load_folder(path, **kwargs)
-    if path.exists() or "/" in text or "\\" in text or text.startswith("."):
-        raise LondiError(
-            f"no checkpoint folder at {text!r}; pass a local Hugging Face checkpoint folder or one of: "
-            + ", ".join(SHIPPED_MODELS)
-        )
-    raise UnknownChoiceError(
-        "language model", text,
-        list(SHIPPED_MODELS + EXTRA_MODELS + TEXT_GAME_MODELS) + ["<path to a local checkpoint folder>"]
-    )
+    folder = checkpoint_folder(name_or_path)
+    if str(name_or_path) in SHIPPED_MODELS + EXTRA_MODELS + TEXT_GAME_MODELS:
+        kwargs.setdefault("name", str(name_or_path))
+    return _load_folder(folder, **kwargs)
 
 
 __all__ = [
-    "CHECKSUM_FILE",
-    "ENSEMBLE_FILE",
-    "EXTRA_MODELS",
+    "DEFAULT_DEEPTHINK",  # defined in londi.agents.checkpoints; imported from here throughout
+    "DEFAULT_QUICK",
     "HFPolicy",
-    "POLICY_CONFIG_FILE",
-    "SHIPPED_MODELS",
-    "TEXT_GAME_MODELS",
     "ScoringPolicy",
-    "file_sha256",
     "load_policy",
-    "shipped_model_path",
-    "shipped_models_dir",
-    "verify_checksums",
-    "write_checksums",
 ]

@@ -8,7 +8,7 @@ own ``londi_policy.json`` settings) and scores every admissible action; the ense
 the scores, then chooses greedily or samples, exactly like a single :class:`HFPolicy`.
 
 Every call is metered as one call of the whole ensemble: the device-seconds cover all members'
-forwards (one :func:`~londi.meter.device_timer` around them), and the tokens and the FLOPs
+forwards (one :func:`~londi.core.meter.device_timer` around them), and the tokens and the FLOPs
 estimate are the sums over members (each member runs its own prompt), so the ensemble costs what
 its members cost together.
 
@@ -33,16 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from londi.agents.lm import ENSEMBLE_FILE, HFPolicy, ScoringPolicy, verify_checksums
+from londi.agents.checkpoints import ENSEMBLE_FILE, verify_checksums
+from londi.agents.lm import HFPolicy, ScoringPolicy
+from londi.core.errors import LondiError
+from londi.core.meter import estimate_flops
 from londi.envs.base import TextObservation
-from londi.errors import LondiError
-from londi.meter import estimate_flops
 
 
 def read_ensemble(folder: str | Path) -> dict[str, Any]:
     """The checked manifest of an ensemble folder, with member paths resolved.
 
-    Raises :class:`~londi.errors.LondiError` for unreadable JSON, no members, a member that is not
+    Raises :class:`~londi.core.errors.LondiError` for unreadable JSON, no members, a member that is not
     a folder, or a temperature that is not positive.
     """
     folder = Path(folder)

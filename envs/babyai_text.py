@@ -44,8 +44,8 @@ import numpy as np
 from gymnasium import spaces
 from minigrid.core.constants import COLOR_NAMES, IDX_TO_COLOR, IDX_TO_OBJECT, STATE_TO_IDX
 
+from londi.core.errors import UnknownChoiceError
 from londi.envs.base import TEXT_BYTES, TextObservation, encode_text, text_space
-from londi.errors import UnknownChoiceError
 
 logger = logging.getLogger(__name__)
 

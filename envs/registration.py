@@ -5,7 +5,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from londi.errors import UnknownChoiceError
+from londi.core.errors import UnknownChoiceError
 
 BABYAI_PREFIX = "londi/BabyAIText-"
 #: The env the demo, the shipped LM pair and ``londi eval`` without ``--env`` use.

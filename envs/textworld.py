@@ -67,9 +67,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from londi.envs.base import TEXT_BYTES, TextObservation, encode_text, resolve_action, text_space
 
-from londi.errors import ConfigError, LondiError, UnknownChoiceError, check_choice
+from londi.core.errors import ConfigError, LondiError, UnknownChoiceError, check_choice
+from londi.envs.base import TEXT_BYTES, TextObservation, encode_text, resolve_action, text_space
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ The package is organised as:
 
 * :mod:`londi.envs` - gymnasium text environments (BabyAI-Text, ScienceWorld, TextWorld);
 * :mod:`londi.agents` - text policies: the LM interface, trained LMs, backends, experts;
-* :mod:`londi.switch_env` - ``SwitchEnv``, the switching decision as a gymnasium env;
-* :mod:`londi.learner` - ``LondiDQN``, the stable-baselines3 learner with reward and cost values;
-* :mod:`londi.train` - ``TrainConfig``, ``train_switch``, ``load_switch``;
+* :mod:`londi.switch.env` - ``SwitchEnv``, the switching decision as a gymnasium env;
+* :mod:`londi.learn.dqn` - ``LondiDQN``, the stable-baselines3 learner with reward and cost values;
+* :mod:`londi.learn.train` - ``TrainConfig``, ``train_switch``, ``load_switch``;
 * :mod:`londi.agent` - ``LondiAgent``, a trained switch in your own game loop;
-* :mod:`londi.meter` - per-call accounting (device-seconds, tokens, FLOPs);
+* :mod:`londi.core.meter` - per-call accounting (device-seconds, tokens, FLOPs);
 * :mod:`londi.cli` - the ``londi`` command.
 
 The names above are imported on first use (PEP 562), so that ``import londi.envs`` (a
@@ -33,22 +33,22 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "SwitchEnv": "londi.switch_env",
-    "LondiDQN": "londi.learner",
+    "SwitchEnv": "londi.switch.env",
+    "LondiDQN": "londi.learn.dqn",
     "LondiAgent": "londi.agent",
-    "TrainConfig": "londi.train",
-    "train_switch": "londi.train",
-    "load_switch": "londi.train",
-    "load_switches": "londi.train",
+    "TrainConfig": "londi.learn.train",
+    "train_switch": "londi.learn.train",
+    "load_switch": "londi.learn.train",
+    "load_switches": "londi.learn.train",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
-if TYPE_CHECKING:
-    from londi.agent import LondiAgent
-    from londi.learner import LondiDQN
-    from londi.switch_env import SwitchEnv
-    from londi.train import TrainConfig, load_switch, load_switches, train_switch
+if TYPE_CHECKING:  # the names for type checkers; at run time __getattr__ imports them
+    from londi.agent import LondiAgent  # noqa: F401
+    from londi.learn.dqn import LondiDQN  # noqa: F401
+    from londi.learn.train import TrainConfig, load_switch, load_switches, train_switch  # noqa: F401
+    from londi.switch.env import SwitchEnv  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

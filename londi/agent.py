@@ -9,8 +9,9 @@
 
 Each :meth:`LondiAgent.act` consults QUICK (when the switch's features need it), asks the switch,
 calls DEEPTHINK only if chosen (never beyond the hard budget), and returns the action with the
-step's accounting. The per-step logic is exactly :class:`~londi.switch_env.SwitchEnv`'s, and
-``reset(seed=s)`` reseeds the policies as ``SwitchEnv.reset(seed=s)`` does, so an episode played
+step's accounting. It drives the same :class:`~londi.switch.switcher.Switcher` that
+:class:`~londi.switch.env.SwitchEnv` wraps, and ``reset(seed=s)`` reseeds the policies as
+``SwitchEnv.reset(seed=s)`` does, so an episode played
 here makes the same choices and actions as the same episode in ``londi eval``.
 """
 from __future__ import annotations
@@ -23,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from londi.agents.base import TextPolicy
+from londi.core.meter import CallRecord, device_timer
 from londi.envs import make_env
 from londi.envs.base import TextObservation
-from londi.meter import CallRecord, device_timer
+from londi.learn.train import load_switches
 from londi.rules import LearnedSwitch, SwitchRule
-from londi.switch_card import read_description
-from londi.switch_env import DEEPTHINK, EpisodeAccounting, SwitchEnv, reseed_policies
-from londi.train import load_switches
+from londi.switch.accounting import DEEPTHINK, EpisodeAccounting
+from londi.switch.card import read_description
+from londi.switch.switcher import DEFAULT_MAX_STEPS, Switcher
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +51,6 @@ class AgentStep:
     choice: str
     accounting: EpisodeAccounting
     budget_left: float
-
-
-class _NoEnv:
-    """Placeholder for the game: the user's own loop executes the actions."""
-
-    unwrapped = None
-    max_steps = None
-
-    def close(self) -> None:
-        pass
 
 
 def _env_step_limit(env_id: str) -> int | None:
@@ -94,8 +86,7 @@ class LondiAgent:
         if not isinstance(switch, SwitchRule):
             raise TypeError(f"switch must be a SwitchRule, got {type(switch).__name__}")
         self.switch = switch
-        self._core = SwitchEnv(_NoEnv(), quick, deepthink, features=switch.features, budget=budget,
-                               max_steps=max_steps)
+        self._core = Switcher(quick, deepthink, features=switch.features, budget=budget)
         self._default_max_steps = max_steps
         self._started = False
         self._pending: dict[str, Any] | None = None
@@ -108,9 +99,9 @@ class LondiAgent:
 
         Its ``switch.json`` gives the step limit and the hard budget (``budget`` overrides the
         latter), and names the policies it was trained with: other ``quick`` / ``deepthink``
-        raise :class:`~londi.errors.ConfigError` unless ``allow_policy_mismatch=True``.
+        raise :class:`~londi.core.errors.ConfigError` unless ``allow_policy_mismatch=True``.
         ``run_dir`` may name several run folders (a sequence, or ``"RUN1,RUN2"``): an ensemble
-        acting on their mean values (:class:`~londi.ensemble.SwitchEnsemble`). ``call_cost``: act
+        acting on their mean values (:class:`~londi.learn.ensemble.SwitchEnsemble`). ``call_cost``: act
         at this per-call cost instead of the trained one.
         """
         model, config = load_switches(run_dir, call_cost=call_cost, quick=quick, deepthink=deepthink,
@@ -144,10 +135,8 @@ class LondiAgent:
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         if max_steps is not None and max_steps <= 0:
             raise ValueError(f"max_steps must be positive, got {max_steps}")
-        self._core._max_steps = max_steps if max_steps is not None else self._default_max_steps
-        self._core.begin_episode()
-        if seed is not None:
-            reseed_policies(int(seed), (self._core.quick, self._core.deepthink))
+        limit = max_steps if max_steps is not None else self._default_max_steps
+        self._core.begin(seed=seed, max_steps=limit)
         self.switch.reset()
         self._pending = None
         self._started = True
@@ -165,12 +154,12 @@ class LondiAgent:
             self.switch.observe({**self._pending, "text_obs": observation,
                                  "accounting": self._core.accounting.snapshot()})
         with device_timer("cpu") as t:
-            wanted = self.switch.choose(obs, self._core)
+            wanted = self.switch.choose(obs, self._core.context())
         self._core.add_switch_cost(CallRecord(model=f"rule:{self.switch.name}", device_seconds=t.device_seconds,
                                               wall_seconds=t.wall_seconds))
         quick_decision = self._core.quick_decision
         choice, action = self._core.decide(wanted)
-        self._core.record_outcome(choice, 0.0)
+        self._core.record(choice, 0.0)
         name = "deepthink" if choice == DEEPTHINK else "quick"
         self._pending = {"env_reward": 0.0, "choice": name, "executed_action": action,
                          "quick_action": quick_decision.action if quick_decision is not None else None,
@@ -192,8 +181,9 @@ class LondiAgent:
 
     @property
     def max_steps(self) -> int:
-        """The step limit the switch's step feature is normalised by."""
-        return self._core.episode_max_steps()
+        """The step limit the switch's step feature is normalised by (unless :meth:`reset` is
+        given another for an episode)."""
+        return self._default_max_steps if self._default_max_steps is not None else DEFAULT_MAX_STEPS
 
     def close(self) -> None:
         self._core.quick.close()

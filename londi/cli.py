@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import inspect
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from londi.argtypes import non_negative_float as _non_negative_float
-from londi.argtypes import non_negative_int as _non_negative_int
-from londi.argtypes import positive_int as _positive_int
-from londi.errors import EndpointFailureError, LondiError, UnknownChoiceError
+from londi.agents import serving
+from londi.core.argtypes import non_negative_float as _non_negative_float
+from londi.core.argtypes import non_negative_int as _non_negative_int
+from londi.core.argtypes import positive_int as _positive_int
+from londi.core.errors import EndpointFailureError, LondiError, UnknownChoiceError
 
 logger = logging.getLogger("londi")
-
-#: Methods ``londi eval`` knows besides the baselines of :mod:`londi.baselines` (if present).
-CORE_METHODS = ("expert", "always-quick", "always-deepthink", "londi")
-
-#: Modules that add their own subcommands through ``register(subparsers)``.
-PLUGIN_COMMANDS = ("londi.serve",)
 
 
 def _default(cls: type, name: str) -> Any:
@@ -65,77 +59,46 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 
 def method_names() -> list[str]:
-    names = list(CORE_METHODS)
-    try:
-        from londi.baselines import BASELINES
+    """The methods ``londi eval --method`` takes: the registry's (:mod:`londi.evaluation.registry`)."""
+    from londi.evaluation.registry import method_names as registered
 
-        names += list(BASELINES)
-    except ImportError:
-        pass
-    return names
+    return registered()
 
 
 def build_method(name: str, args: argparse.Namespace, quick: Any, deepthink: Any) -> Any:
-    """A :class:`~londi.evaluate.Method` for ``name`` (validated against :func:`method_names`)."""
-    from londi.agents.expert import OracleExpert
-    from londi.evaluate import Method
-    from londi.rules import AlwaysDeepthink, AlwaysQuick
+    """A :class:`~londi.rules.base.Method` for ``name``, built by the registry from the ``londi eval`` flags."""
+    from londi.evaluation.registry import build_method as build
 
-    budget = getattr(args, "budget", None)
-    if name == "expert":
-        oracle = OracleExpert()
-        return Method(AlwaysQuick(), oracle, oracle)
-    if name == "always-quick":
-        return Method(AlwaysQuick(), quick, deepthink, budget)
-    if name == "always-deepthink":
-        return Method(AlwaysDeepthink(), quick, deepthink, budget)
-    if name == "londi":
-        from londi.train import load_switches
-
-        if not args.switch:
-            raise LondiError("--method londi needs --switch RUN_DIR (a folder written by `londi train`)")
-        from londi.calibrated import learned_switch_rule
-        from londi.envs import DEFAULT_ENV_ID
-
-        model, config = load_switches(args.switch, call_cost=getattr(args, "cost", None), quick=quick,
-                                      deepthink=deepthink,
-                                      allow_policy_mismatch=getattr(args, "allow_policy_mismatch", False))
-        if budget is None:
-            budget = config.budget
-        rule = learned_switch_rule(
-            model, config, quick=quick, deepthink=deepthink, env_id=args.env or DEFAULT_ENV_ID, seed=args.seed,
-            budget=budget, rate=args.rate, calibrate_limit=not getattr(args, "no_calibrate", False),
-            calibration_episodes=args.calibration_episodes, progress=not args.no_progress,
-        )
-        return Method(rule, quick, deepthink, budget)
-    from londi.baselines import make_baseline
-
-    return make_baseline(name, args=args, quick=quick, deepthink=deepthink)
+    return build(
+        name, quick=quick, deepthink=deepthink, env_id=args.env, progress=not args.no_progress,
+        seed=args.seed, rate=args.rate, budget=getattr(args, "budget", None), threshold=getattr(args, "threshold", None),
+        calibration_episodes=getattr(args, "calibration_episodes", None), switch=getattr(args, "switch", None),
+        cost=getattr(args, "cost", None), calibrate=not getattr(args, "no_calibrate", False),
+        allow_policy_mismatch=getattr(args, "allow_policy_mismatch", False),
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from londi.core.io import atomic_write_json
     from londi.envs import DEFAULT_ENV_ID, env_ids
-    from londi.evaluate import evaluate_methods, format_table
-    from londi.io import atomic_write_json
+    from londi.evaluation.loop import evaluate_methods, format_table
+    from londi.evaluation.registry import get_method
 
     env_id = args.env or DEFAULT_ENV_ID
     ids = env_ids()
     if env_id not in ids:
         raise UnknownChoiceError("env id", env_id, ids)
     names = [m.strip() for m in args.method.split(",") if m.strip()]
-    valid = method_names()
-    for n in names:
-        if n not in valid:
-            raise UnknownChoiceError("method", n, valid)
+    specs = [get_method(n) for n in names]  # an unknown name fails here, naming the valid ones
     if "londi" in names:  # fail on a bad run folder before loading any model
-        from londi.train import load_switches
+        from londi.learn.train import load_switches
 
         if not args.switch:
             raise LondiError("--method londi needs --switch RUN_DIR (a folder written by `londi train`)")
         load_switches(args.switch)
     elif getattr(args, "cost", None) is not None:
         raise LondiError("--cost sets the cost a trained switch acts at: it needs --method londi")
-    needs_lms = any(n != "expert" for n in names)
+    needs_lms = any(spec.needs_lms for spec in specs)
     quick = deepthink = None
     if needs_lms:
         quick, deepthink = load_pair(args)
@@ -168,7 +131,7 @@ def load_pair(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from londi.envs import DEFAULT_ENV_ID
-    from londi.train import TrainConfig, default_run_dir, train_switch
+    from londi.learn.train import TrainConfig, default_run_dir, train_switch
 
     # every `londi train` option named like a TrainConfig field lands in that field
     values = {name: getattr(args, name) for name in args.config_fields}
@@ -184,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from londi.demo import run_demo
-    from londi.evaluate import format_table
+    from londi.evaluation.loop import format_table
 
     print("LONDI demo: training a switch between the shipped QUICK and DEEPTHINK LMs on BabyAI-Text, "
           "then evaluating it on held-out episodes (no downloads, CPU only).", flush=True)
@@ -216,7 +179,8 @@ def _add_lm_args(p: argparse.ArgumentParser, quick: str | None = None, deepthink
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from londi.sweep import cell_dir, is_finished, load_config, run_sweep
+    from londi.evaluation.sweep import cell_dir, is_finished, run_sweep
+    from londi.evaluation.sweep_config import load_config
 
     config = load_config(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"sweep__{config.name}"
@@ -241,7 +205,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from londi.report import write_report
+    from londi.evaluation.report import write_report
 
     path = write_report(args.run_dir, args.out, metric=args.metric, quick_method=args.quick_method,
                         deepthink_method=args.deepthink_method, oracle_method=args.oracle_method, seed=args.seed)
@@ -250,12 +214,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_sweep_parser(sub: Any) -> None:
-    from londi.sweep import run_sweep
+    from londi.evaluation.sweep import run_sweep
 
     p = sub.add_parser(
         "sweep",
         help="run a grid of methods x parameters x seeds (resumable), then write the report",
-        description="Run every cell of a sweep config (see experiments/*.json and the londi.sweep docs) into "
+        description="Run every cell of a sweep config (see experiments/*.json and the londi.evaluation.sweep docs) into "
                     "DIR/cells/<method>__<params>__seed<k>/. Finished cells are never rerun: run the same "
                     "command again to continue a stopped sweep.",
     )
@@ -272,7 +236,7 @@ def _add_sweep_parser(sub: Any) -> None:
 
 
 def _add_report_parser(sub: Any) -> None:
-    from londi.report import METRICS
+    from londi.evaluation.report import METRICS
 
     p = sub.add_parser(
         "report",
@@ -294,10 +258,10 @@ def _add_report_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from londi.calibrated import DEFAULT_CALIBRATION_EPISODES, DEFAULT_LIMIT_CALIBRATION_EPISODES
+    from londi.core.seeds import VALIDATION_SEED
     from londi.demo import DEMO_COST, DEMO_EPISODES, DEMO_STEPS, run_demo
-    from londi.seeds import VALIDATION_SEED
-    from londi.train import DEFAULT_SELECT_EVERY, TrainConfig
+    from londi.learn.train import DEFAULT_SELECT_EVERY, TrainConfig
+    from londi.rules.calibrated import DEFAULT_CALIBRATION_EPISODES, DEFAULT_LIMIT_CALIBRATION_EPISODES
 
     parser = argparse.ArgumentParser(prog="londi", description="Learn when a text-game agent should pay for a large LM.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -313,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate methods on held-out episodes")
     p.add_argument("--env", default=None, help="env id (default: the demo's env)")
     p.add_argument("--method", required=True,
-                   help="method(s), comma-separated: " + ", ".join(CORE_METHODS) + " and the baselines")
+                   help="method(s), comma-separated: " + ", ".join(method_names()))
     p.add_argument("--switch", default=None,
                    help="run folder of a trained switch (for --method londi), or several comma-separated: an "
                         "ensemble of switches trained alike with different seeds, acting on their mean values")
@@ -323,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=200, help="held-out episodes (default %(default)s)")
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="run seed: any non-negative integer; 0-9 are the documented benchmark (0-2) and "
-                        f"validation ({VALIDATION_SEED}) seeds (default %(default)s; see londi.seeds)")
+                        f"validation ({VALIDATION_SEED}) seeds (default %(default)s; see londi.core.seeds)")
     p.add_argument("--budget", type=_non_negative_int, default=None, help="hard cap on DEEPTHINK calls per episode")
     p.add_argument("--rate", type=float, default=None,
                    help="target DEEPTHINK call rate (random, periodic, uncertainty, router and task-router baselines; "
@@ -375,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-every", type=_non_negative_int, default=tc("select_every"),
                    help="evaluate the greedy switch every N steps on selection episodes and keep the best "
                         f"weights (default {DEFAULT_SELECT_EVERY}, and 0 with --cost-limit; 0: keep the last; "
-                        "see londi.selection)")
+                        "see londi.learn.selection)")
     p.add_argument("--select-episodes", type=_positive_int, default=tc("select_episodes"),
                    help="selection episodes per evaluation (default %(default)s)")
     p.add_argument("--seed", type=_non_negative_int, default=tc("seed"),
@@ -400,14 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_sweep_parser(sub)
     _add_report_parser(sub)
-    for module in PLUGIN_COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(sub)
+    serving.register(sub)  # `londi serve`: its options live beside the server
     return parser
 
 

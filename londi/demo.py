@@ -11,8 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK, load_policy
+from londi.core.io import atomic_write_bytes, atomic_write_json
 from londi.envs import DEFAULT_ENV_ID
-from londi.io import atomic_write_json
+from londi.evaluation.loop import evaluate_methods
+from londi.learn.train import TrainConfig, train_switch
+from londi.rules import AlwaysDeepthink, AlwaysQuick, LearnedSwitch
+from londi.rules.base import Method
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +36,6 @@ def plot_success_vs_calls(results: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from londi.io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
     for name, m in results["methods"].items():
@@ -64,10 +68,6 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the results dict (also in ``results.json``)."""
-    from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK, load_policy
-    from londi.evaluate import Method, evaluate_methods
-    from londi.rules import AlwaysDeepthink, AlwaysQuick, LearnedSwitch
-    from londi.train import TrainConfig, train_switch
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ For each run seed ``s`` it trains (or reuses) ``--members`` switches with the de
 training seeds ``s, s + stride, s + 2 stride, ...``, then evaluates on the 200 held-out episodes
 of seed ``s``, in one process and on the same episodes: always-QUICK, always-DEEPTHINK, the
 first member alone (``londi``, the single switch of the baselines sweep) and the ensemble
-(``londi-ensemble``, :class:`londi.ensemble.SwitchEnsemble`) at each ``--act-costs`` weight.
+(``londi-ensemble``, :class:`londi.learn.ensemble.SwitchEnsemble`) at each ``--act-costs`` weight.
 Results go to ``OUT/seed<s>/results.json`` and ``OUT/seed<s>/ensemble-c<c>/results.json``
 (written atomically; a finished file is not recomputed), so ``londi report OUT`` pools the seeds
 and draws the curves::
@@ -12,7 +12,7 @@ and draws the curves::
     python scripts/bench_ensemble.py --seeds 0 1 2 --out runs/ensemble
     londi report runs/ensemble
 
-The act cost 0.0125 was chosen on the validation seed (``londi.evaluate.VALIDATION_SEED``), never
+The act cost 0.0125 was chosen on the validation seed (``londi.evaluation.loop.VALIDATION_SEED``), never
 on seeds 0-2 (docs/benchmarks.md, "A switch ensemble").
 """
 from __future__ import annotations
@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from londi.agents import load_policy
-
-    from londi.evaluate import Method, evaluate_methods, format_table
-    from londi.io import atomic_write_json
+    from londi.core.io import atomic_write_json
+    from londi.evaluation.loop import evaluate_methods, format_table
+    from londi.learn.train import TrainConfig, load_switches, train_switch
     from londi.rules import AlwaysDeepthink, AlwaysQuick, LearnedSwitch
-    from londi.train import TrainConfig, load_switches, train_switch
+    from londi.rules.base import Method
 
     out = Path(args.out)
     root = Path(args.switch_root) if args.switch_root else out / "switches"

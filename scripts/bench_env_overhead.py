@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from londi.envs.scienceworld import ScienceWorldTextEnv
 from londi.envs.textworld import CHALLENGES, TextWorldTextEnv, default_games
 

@@ -7,7 +7,7 @@ uses) and reports:
 
 * success rate (95% Wilson interval) and mean return;
 * device-seconds, wall milliseconds, tokens and estimated FLOPs per call (from the policies'
-  :class:`~londi.meter.CallRecord` s);
+  :class:`~londi.core.meter.CallRecord` s);
 * the per-step agreement with the expert (**an oracle**: Minigrid's BabyAIBot) on "easy" states
   (the goal object is in view straight ahead) and "hard" states (in view but off to the side,
   or not in view), measured on the states the model itself visits.
@@ -40,7 +40,7 @@ from londi.agents.training.specs import HELDOUT_SEED_START
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    from londi.agents.lm import SHIPPED_MODELS
+    from londi.agents.checkpoints import SHIPPED_MODELS
 
     parser.add_argument("--models", nargs="+", default=list(SHIPPED_MODELS),
                         help="shipped names or checkpoint folders (default: the default pair, %(default)s)")
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--episodes must be positive")
 
     import torch
+
     from londi.agents.lm import load_policy
 
     if args.threads > 0:

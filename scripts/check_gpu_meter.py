@@ -33,9 +33,7 @@ def _random_checkpoint(folder: Path, n_layer: int, n_embd: int) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    words = ("goal of the agent go to pick up put next a an the red green blue purple yellow grey ball box key "
-             "door wall you see carry step steps left right forward turn drop toggle observation action possible "
-             "actions open closed locked and 1 2 3 4 5 6 7 : , .").split()
+    words = ["goal", "of", "the", "agent", "go", "to", "pick", "up", "put", "next", "a", "an", "the", "red", "green", "blue", "purple", "yellow", "grey", "ball", "box", "key", "door", "wall", "you", "see", "carry", "step", "steps", "left", "right", "forward", "turn", "drop", "toggle", "observation", "action", "possible", "actions", "open", "closed", "locked", "and", "1", "2", "3", "4", "5", "6", "7", ":", ",", "."]
     vocab = {w: i for i, w in enumerate(["[UNK]", "[PAD]", "[EOS]", *dict.fromkeys(words)])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
@@ -51,8 +49,8 @@ def main() -> int:
     import torch
 
     from londi.agents.lm import load_policy
+    from londi.core.meter import device_timer
     from londi.envs.base import TextObservation
-    from londi.meter import device_timer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="shipped name or checkpoint (default: a random GPT-2 made here)")

@@ -35,13 +35,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from londi.envs.scienceworld import (
     DEFAULT_SIMPLIFICATIONS,
     SPLITS,
     ScienceWorldTextEnv,
     scienceworld_task_names,
 )
-from tqdm import tqdm
 
 logger = logging.getLogger("check_scienceworld_gold")
 

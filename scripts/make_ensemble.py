@@ -44,7 +44,7 @@ def _first_line(card: Path, prefix: str) -> str:
 
 def copy_members(members: list[Path], out: Path, name: str) -> list[Path]:
     """Copy each member checkpoint to ``out/name-i`` (replacing what is there) with fresh checksums."""
-    from londi.agents.lm import CHECKSUM_FILE, verify_checksums, write_checksums
+    from londi.agents.checkpoints import CHECKSUM_FILE, verify_checksums, write_checksums
 
     copies = []
     for i, member in enumerate(members, start=1):
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from londi.agents.lm import load_policy, write_checksums
+    from londi.agents.checkpoints import write_checksums
+    from londi.agents.lm import load_policy
     from londi.agents.lm_ensemble import write_ensemble
 
     torch.set_num_threads(args.threads)

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from londi.envs.textworld import (
     CHALLENGES,
     FIRST_SEED,
@@ -40,7 +42,6 @@ from londi.envs.textworld import (
     make_game,
     tw_make_command,
 )
-from tqdm import tqdm
 
 logger = logging.getLogger("make_textworld_games")
 

@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     import torch
-    from londi.agents.lm import HFPolicy, shipped_models_dir
+
+    from londi.agents.checkpoints import shipped_models_dir
+    from londi.agents.lm import HFPolicy
     from londi.agents.training.babyai import train_model
     from londi.agents.training.cards import babyai_card
     from londi.agents.training.checkpoint import finish_checkpoint

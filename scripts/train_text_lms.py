@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--train-games: at most {len(TW_TRAIN_GAME_SEEDS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import torch
-    from londi.agents.lm import load_policy, shipped_models_dir
+
+    from londi.agents.checkpoints import shipped_models_dir
+    from londi.agents.lm import load_policy
     from londi.agents.training.cards import text_game_card
     from londi.agents.training.checkpoint import finish_checkpoint
     from londi.agents.training.evaluation import RandomPolicy, evaluate_on_envs, results_table

@@ -8,7 +8,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 
 from conftest import ControlledPolicy  # noqa: E402
 
-from londi.train import TrainConfig, train_switch  # noqa: E402
+from londi.learn.train import TrainConfig, train_switch  # noqa: E402
 
 if __name__ == "__main__":
     import logging

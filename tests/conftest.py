@@ -9,9 +9,9 @@ import torch
 # The suite's models are tiny: one thread is fastest and keeps timings stable on a busy machine.
 torch.set_num_threads(1)
 
-from londi.agents.base import Decision, TextPolicy
-from londi.envs.base import TextObservation
-from londi.meter import CallRecord
+from londi.agents.base import Decision, TextPolicy  # noqa: E402 (after the thread setting)
+from londi.core.meter import CallRecord  # noqa: E402
+from londi.envs.base import TextObservation  # noqa: E402
 
 
 class ControlledPolicy(TextPolicy):

@@ -9,11 +9,11 @@ import pytest
 from londi.agent import LondiAgent
 from londi.agents.lm import load_policy
 from londi.cli import main
+from londi.core.errors import ConfigError
+from londi.core.seeds import heldout_seeds
 from londi.envs import make_env
-from londi.errors import ConfigError
-from londi.evaluate import heldout_seeds
-from londi.switch_card import SWITCH_FILE, read_description
-from londi.train import TrainConfig, load_switch, train_switch
+from londi.learn.train import TrainConfig, load_switch, train_switch
+from londi.switch.card import SWITCH_FILE, read_description
 
 ENV = "londi/BabyAIText-GoToLocal-v0"
 EPISODES = 6
@@ -116,3 +116,19 @@ def test_resuming_a_run_with_other_policies_is_an_error(run_dir, pair, tmp_path)
     config = TrainConfig(env=ENV, steps=400, learning_starts=100, select_every=0, checkpoint_every=0, seed=0)
     with pytest.raises(ConfigError, match="other policies"):
         train_switch(config, run_dir, quick=deep, deepthink=deep, progress=False)
+
+
+def test_a_switch_saved_before_the_layers_loads_and_plays_as_it_did(tmp_path):
+    """A run folder from the flat layout (``londi.learner`` in its model.zip, no switch.json)."""
+    import shutil
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "data" / "switch_0_1_layout"
+    run = tmp_path / "old_run"
+    shutil.copytree(fixture, run)
+    expected = json.loads((run / "expected.json").read_text())["per_episode"]
+    out = tmp_path / "r.json"
+    assert main(["eval", "--method", "londi", "--switch", str(run), "--episodes", str(len(expected)), "--seed", "0",
+                 "--no-progress", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())["methods"]["londi"]["per_episode"]
+    assert [{k: e[k] for k in ("success", "steps", "deepthink_calls")} for e in got] == expected

@@ -7,9 +7,9 @@ from minigrid.core.world_object import Key
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from londi.agents import OracleExpert
+from londi.core.errors import UnknownChoiceError
 from londi.envs import decode_text, env_ids, make_env
 from londi.envs.babyai_text import ACTION_NAMES, BabyAITextEnv, babyai_level_ids, describe_view
-from londi.errors import UnknownChoiceError
 
 CHECKED_LEVELS = ["GoToLocal", "PickupLoc", "PutNextLocal", "Open", "MixedTrainLocal"]
 

@@ -1,35 +1,27 @@
-"""Baseline switch rules (londi.baselines), checked with the controlled (oracle-derived) test pair:
+"""Baseline switch rules (londi.rules.*) and the method registry (londi.evaluation.registry), checked with the controlled (oracle-derived) test pair:
 QUICK plays the expert's action on easy states and a stuck ``toggle`` with a flat distribution
 on hard ones; DEEPTHINK always plays the expert's action."""
 from __future__ import annotations
 
 import argparse
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from londi.baselines import (
-    BASELINES,
-    FirstBSwitch,
-    HeuristicSwitch,
-    HindsightOracle,
-    LogisticRegression,
-    PeriodicSwitch,
-    RandomSwitch,
-    TaskRouter,
-    UncertaintySwitch,
-    calibrate_threshold,
-    factorize_scores,
-    make_baseline,
-    rule_offline_info,
-    training_seeds,
-)
+from londi.core.errors import ConfigError, UnknownChoiceError
+from londi.core.seeds import HELDOUT_SEED_BASE, heldout_seeds, training_seeds
 from londi.envs.base import TextObservation
-from londi.errors import ConfigError, UnknownChoiceError
-from londi.evaluate import HELDOUT_SEED_BASE, build_switch_env, heldout_seeds, run_rule
-from londi.switch_env import DEEPTHINK, QUICK, EpisodeAccounting
+from londi.evaluation.registry import build_method, method_info
+from londi.rules.heuristic import HeuristicSwitch
+from londi.rules.oracle import HindsightOracle
+from londi.rules.router import LogisticRegression
+from londi.rules.simple import FirstBSwitch, PeriodicSwitch, RandomSwitch
+from londi.rules.task_router import TaskRouter, factorize_scores
+from londi.rules.threshold import UncertaintySwitch, calibrate_threshold
+from londi.switch.accounting import DEEPTHINK, QUICK, EpisodeAccounting
+from londi.switch.context import StepContext
+from londi.switch.rollout import build_switch_env, run_rule
 
 ENV = "londi/BabyAIText-GoToLocal-v0"
 MASK = {"features": np.zeros(4, np.float32), "action_mask": np.array([1.0, 1.0], np.float32)}
@@ -69,7 +61,7 @@ def _called_steps(rule, env, seed: int) -> tuple[list[int], int]:
     rule.reset()
     called, t, done = [], 0, False
     while not done:
-        obs, _, terminated, truncated, info = env.step(rule.choose(obs, env))
+        obs, _, terminated, truncated, info = env.step(rule.choose(obs, env.step_context()))
         if info["choice"] == "deepthink":
             called.append(t)
         t, done = t + 1, terminated or truncated
@@ -80,7 +72,7 @@ def _called_steps(rule, env, seed: int) -> tuple[list[int], int]:
 def test_periodic_calls_every_period_from_the_first_step(controlled_pair, rate, period):
     quick, deep = controlled_pair
     env = build_switch_env(ENV, quick, deep, features=None)
-    rule = make_baseline("periodic", quick=quick, deepthink=deep, rate=rate).rule
+    rule = build_method("periodic", quick=quick, deepthink=deep, rate=rate).rule
     assert isinstance(rule, PeriodicSwitch)
     for seed in heldout_seeds(0, 4):
         called, steps = _called_steps(rule, env, seed)
@@ -100,7 +92,7 @@ def test_periodic_respects_the_budget_and_rate_zero(controlled_pair):
 
 def test_first_b_calls_on_the_first_b_steps(controlled_pair):
     quick, deep = controlled_pair
-    method = make_baseline("first-b", quick=quick, deepthink=deep, budget=2)
+    method = build_method("first-b", quick=quick, deepthink=deep, budget=2)
     assert isinstance(method.rule, FirstBSwitch) and method.budget == 2
     env = build_switch_env(ENV, quick, deep, features=None, budget=method.budget)
     for e in run_rule(method.rule, env, heldout_seeds(0, 6), progress=False):
@@ -114,19 +106,22 @@ class _Episode:
     def __init__(self, rule):
         self.rule = rule
         self.acc = EpisodeAccounting()
-        self.text = "start"
-        self.env = SimpleNamespace(text_observation=self._obs("start"))
+        self.text_obs = self._obs("start")
         rule.reset()
+
+    def ctx(self) -> StepContext:
+        return StepContext(text_obs=self.text_obs, quick_decision=None, accounting=self.acc,
+                           budget_left=float("inf"), consults_quick=False)
 
     @staticmethod
     def _obs(text: str) -> TextObservation:
         return TextObservation(goal="go to the red ball", text=text, admissible_actions=("turn left", "toggle"))
 
     def step(self, action: str, next_text: str, *, invalid: bool = False, reward: float = 0.0) -> int:
-        choice = self.rule.choose(MASK, self.env)
+        choice = self.rule.choose(MASK, self.ctx())
         self.acc.invalid_actions += int(invalid)
-        self.env.text_observation = self._obs(next_text)
-        self.rule.observe({"accounting": self.acc, "text_obs": self.env.text_observation, "executed_action": action,
+        self.text_obs = self._obs(next_text)
+        self.rule.observe({"accounting": self.acc, "text_obs": self.text_obs, "executed_action": action,
                            "env_reward": reward, "choice": "deepthink" if choice == DEEPTHINK else "quick"})
         return choice
 
@@ -173,7 +168,7 @@ def test_heuristic_loop_repeat_and_no_reward_triggers():
 
 def test_heuristic_rescues_a_stuck_quick(controlled_pair):
     quick, deep = controlled_pair
-    method = make_baseline("heuristic", quick=quick, deepthink=deep)
+    method = build_method("heuristic", quick=quick, deepthink=deep)
     assert method.rule.features is None  # it does not consult QUICK in advance
     env = build_switch_env(ENV, quick, deep, features=None)
     seeds = heldout_seeds(0, 6)
@@ -205,7 +200,7 @@ def test_calibrate_threshold_randomises_ties():
 
 def test_uncertainty_calibrated_to_its_target_rate_on_calibration_episodes(controlled_pair):
     quick, deep = controlled_pair
-    method = make_baseline("uncertainty", quick=quick, deepthink=deep, rate=0.25, calibration_episodes=8, seed=0)
+    method = build_method("uncertainty", quick=quick, deepthink=deep, rate=0.25, calibration_episodes=8, seed=0)
     rule = method.rule
     assert isinstance(rule, UncertaintySwitch) and rule.features == "quick"
     cal = rule.calibration
@@ -217,7 +212,7 @@ def test_uncertainty_calibrated_to_its_target_rate_on_calibration_episodes(contr
     env = build_switch_env(ENV, quick, deep, features="quick")
     assert call_frac(run_rule(rule, env, seeds, progress=False)) == pytest.approx(cal["achieved_rate"])
     # the calibration's LM calls are metered and reported apart from the evaluation
-    info = rule_offline_info(rule)
+    info = method_info(method)
     cost = info["offline_cost"][0]
     assert cost["calls"]["quick"] > 0 and cost["device_seconds"]["quick"] > 0
     assert set(cost["env_seeds"]) == set(seeds)
@@ -225,7 +220,7 @@ def test_uncertainty_calibrated_to_its_target_rate_on_calibration_episodes(contr
 
 def test_uncertainty_fixed_threshold_escalates_on_flat_distributions(controlled_pair):
     quick, deep = controlled_pair
-    method = make_baseline("uncertainty", quick=quick, deepthink=deep, threshold=0.5, params={"measure": "margin"})
+    method = build_method("uncertainty", quick=quick, deepthink=deep, threshold=0.5, measure="margin")
     assert method.rule.offline_cost == []  # a fixed threshold needs no calibration episodes
     env = build_switch_env(ENV, quick, deep, features="quick")
     # QUICK is flat exactly on the hard states, where it is wrong: this acts like the oracle
@@ -247,7 +242,7 @@ def test_logistic_regression_learns_and_handles_one_class():
 
 def test_router_learns_where_quick_is_wrong(controlled_pair):
     quick, deep = controlled_pair
-    method = make_baseline("router", quick=quick, deepthink=deep, seed=0, params={"train_episodes": 6})
+    method = build_method("router", quick=quick, deepthink=deep, seed=0, train_episodes=6)
     rule = method.rule
     assert rule.features == "quick" and rule.threshold == 0.5
     assert rule.train_stats["states"] > 0 and 0 < rule.train_stats["quick_wrong_frac"] < 1
@@ -294,21 +289,21 @@ def test_task_router_allocates_deepthink_by_predicted_gain():
 @pytest.mark.parametrize("env_id", [ENV, "londi/BabyAIText-MixedTrainLocal-v0"])
 def test_task_router_picks_one_model_per_episode(controlled_pair, env_id):
     quick, deep = controlled_pair
-    method = make_baseline("task-router", quick=quick, deepthink=deep, env_id=env_id, rate=0.3,
-                           params={"train_episodes": 6})
+    method = build_method("task-router", quick=quick, deepthink=deep, env_id=env_id, rate=0.3,
+                           train_episodes=6)
     rule = method.rule
     levels = {"londi/BabyAIText-GoToLocal-v0": {"GoToLocal"}}.get(env_id, {"GoToLocal", "PickupLoc", "PutNextLocal"})
     assert set(rule.tasks) <= levels and rule.tasks  # one column for a single-level env
     env = build_switch_env(env_id, quick, deep, features=None)
     eps = run_rule(rule, env, heldout_seeds(0, 8), progress=False)
     assert all(e.deepthink_calls in (0, e.steps) for e in eps)
-    assert rule_offline_info(rule)["task_matrix"]["tasks"] == rule.tasks
+    assert method_info(method)["task_matrix"]["tasks"] == rule.tasks
 
 
 # ------------------------------------------------------------------------------------ oracle
 def test_hindsight_oracle_calls_exactly_where_quick_disagrees(controlled_pair):
     quick, deep = controlled_pair
-    method = make_baseline("oracle", quick=quick, deepthink=deep)
+    method = build_method("oracle", quick=quick, deepthink=deep)
     assert isinstance(method.rule, HindsightOracle) and method.rule.is_oracle and method.rule.features == "quick"
     env = build_switch_env(ENV, quick, deep, features="quick")
     eps = run_rule(method.rule, env, heldout_seeds(0, 8), progress=False)
@@ -319,25 +314,26 @@ def test_hindsight_oracle_calls_exactly_where_quick_disagrees(controlled_pair):
 
 
 # ------------------------------------------------------------------------------------ factory / CLI
-def test_make_baseline_errors_name_valid_choices(controlled_pair):
+def test_build_method_errors_name_valid_choices(controlled_pair):
     quick, deep = controlled_pair
     with pytest.raises(UnknownChoiceError, match="random"):
-        make_baseline("randm", quick=quick, deepthink=deep)
+        build_method("randm", quick=quick, deepthink=deep)
     with pytest.raises(ConfigError, match="rate"):
-        make_baseline("random", quick=quick, deepthink=deep, rate=1.5)
+        build_method("random", quick=quick, deepthink=deep, rate=1.5)
     with pytest.raises(ConfigError, match="budget"):
-        make_baseline("first-b", quick=quick, deepthink=deep)
+        build_method("first-b", quick=quick, deepthink=deep)
     with pytest.raises(UnknownChoiceError, match="deepthink_steps"):
-        make_baseline("heuristic", quick=quick, deepthink=deep, params={"deepthink_step": 2})
+        build_method("heuristic", quick=quick, deepthink=deep, deepthink_step=2)
     with pytest.raises(UnknownChoiceError, match="env id"):
-        make_baseline("oracle", quick=quick, deepthink=deep, env_id="londi/Nope-v0")
+        build_method("oracle", quick=quick, deepthink=deep, env_id="londi/Nope-v0")
 
 
 def test_cli_builds_every_baseline_from_eval_args(controlled_pair):
     from londi.cli import build_method, method_names
 
     quick, deep = controlled_pair
-    assert set(BASELINES) <= set(method_names())
+    assert {"random", "periodic", "first-b", "heuristic", "uncertainty", "router", "task-router",
+            "oracle"} <= set(method_names())
     args = argparse.Namespace(env=None, seed=0, rate=0.2, budget=None, switch=None, no_progress=True)
     method = build_method("random", args, quick, deep)
     assert method.rule.rate == 0.2 and method.budget is None
@@ -354,7 +350,7 @@ class _Deterministic:
         import zlib
 
         from londi.agents.base import Decision, TextPolicy
-        from londi.meter import CallRecord
+        from londi.core.meter import CallRecord
 
         class Policy(TextPolicy):
             def __init__(self):
@@ -377,8 +373,8 @@ class _Deterministic:
 def test_offline_calls_are_cached_and_metered_honestly():
     quick = _Deterministic.make("q", 0.01)
     deep = _Deterministic.make("d", 0.1)
-    method = make_baseline("uncertainty", quick=quick, deepthink=deep, rate=0.3, calibration_episodes=3)
-    cost = rule_offline_info(method.rule)["offline_cost"][0]
+    method = build_method("uncertainty", quick=quick, deepthink=deep, rate=0.3, calibration_episodes=3)
+    cost = method_info(method)["offline_cost"][0]
     # repeated questions (every round replays the same episodes) are answered from the cache ...
     assert cost["cache_hits"]["quick"] > 0 and quick.calls == cost["calls"]["quick"] - cost["cache_hits"]["quick"]
     # ... and only the real calls cost device-seconds

@@ -13,10 +13,11 @@ from londi.agents.base import Decision, TextPolicy
 from londi.agents.cache import CachedPolicy, decision_from_json, decision_to_json
 from londi.agents.expert import OracleExpert
 from londi.agents.fallback import FallbackPolicy
+from londi.core.errors import LondiError
+from londi.core.meter import CallRecord
 from londi.envs import make_env
 from londi.envs.base import TextObservation
-from londi.errors import LondiError
-from londi.meter import CallRecord, Meter
+from londi.switch.env import EpisodeAccounting
 
 ACTIONS = ("turn left", "turn right", "go forward")
 
@@ -74,12 +75,11 @@ def test_hit_is_free_and_equal() -> None:
     assert (r.input_tokens, r.output_tokens, r.retries, r.error) == (0, 0, 0, None)
     assert (r.model, r.device) == ("counting", "cpu")
     assert 0.0 <= r.wall_seconds < 0.05
-    # A meter over the hits spends no device time.
-    meter = Meter()
+    # An episode's accounting over the hits spends no device time.
+    acc = EpisodeAccounting()
     for _ in range(5):
-        meter.add("deepthink", cache.act(obs()).record)
-    totals = meter.get("deepthink")
-    assert totals.calls == 5 and totals.cache_hits == 5 and totals.device_seconds == 0.0
+        acc.add("deepthink", cache.act(obs()).record)
+    assert acc.calls["deepthink"] == 5 and acc.cache_hits["deepthink"] == 5 and acc.device_seconds["deepthink"] == 0.0
 
 
 def test_returned_arrays_are_copies() -> None:

@@ -8,9 +8,10 @@ import inspect
 
 import pytest
 
-from londi import cli, demo, serve
+from londi import cli, demo
+from londi.agents import serving as serve
 from londi.cli import build_parser, main
-from londi.train import TrainConfig
+from londi.learn.train import TrainConfig
 
 #: `londi train` options that must land in TrainConfig (dest == field name).
 TRAIN_OPTIONS = ("env", "quick", "deepthink", "features", "cost", "budget", "cost_limit",
@@ -50,7 +51,7 @@ def test_train_parses_into_the_default_config(monkeypatch):
         seen["config"] = config
         raise SystemExit(0)
 
-    monkeypatch.setattr("londi.train.train_switch", fake_train)
+    monkeypatch.setattr("londi.learn.train.train_switch", fake_train)
     monkeypatch.setattr(cli, "load_pair", lambda args: (None, None))
     with pytest.raises(SystemExit):
         main(["train", "--no-progress"])
@@ -64,7 +65,7 @@ def test_demo_sweep_and_serve_defaults_are_read_not_copied():
     p = _subparser("demo")
     assert (p.get_default("steps"), p.get_default("episodes"), p.get_default("cost")) == (
         demo.DEMO_STEPS, demo.DEMO_EPISODES, demo.DEMO_COST)
-    from londi.sweep import run_sweep
+    from londi.evaluation.sweep import run_sweep
 
     params = inspect.signature(run_sweep).parameters
     p = _subparser("sweep")
@@ -107,4 +108,4 @@ def test_serve_uses_the_global_threads(monkeypatch, tmp_path):
         assert generators == [serve_threads]
     parser = argparse.ArgumentParser()
     serve.add_arguments(parser)
-    assert parser.parse_args(["--model", "m", "--threads", "4"]).serve_threads == 4  # python -m londi.serve
+    assert parser.parse_args(["--model", "m", "--threads", "4"]).serve_threads == 4  # python -m londi.agents.serving

@@ -3,16 +3,16 @@ import json
 
 import numpy as np
 import pytest
-from londi.envs import make_env
 
 from londi.agent import LondiAgent
-from londi.calibrated import CostCalibratedSwitch
 from londi.cli import main
-from londi.ensemble import SwitchEnsemble
-from londi.errors import ConfigError
-from londi.evaluate import build_switch_env
+from londi.core.errors import ConfigError
+from londi.envs import make_env
+from londi.learn.ensemble import SwitchEnsemble
+from londi.learn.train import TrainConfig, load_switches, train_switch
 from londi.rules import LearnedSwitch
-from londi.train import TrainConfig, load_switches, train_switch
+from londi.rules.calibrated import CostCalibratedSwitch
+from londi.switch.rollout import build_switch_env
 
 ENV = "londi/BabyAIText-GoToLocal-v0"
 
@@ -57,7 +57,7 @@ def test_ensemble_acts_on_the_members_mean_values(members):
         q_r = np.mean([r for r, _ in pairs], axis=0)
         q_c = np.mean([c for _, c in pairs], axis=0)
         want = int(np.argmax(q_r - 0.05 * q_c))
-        assert int(ensemble.predict(obs)[0]) == want == rule.choose(obs, env)
+        assert int(ensemble.predict(obs)[0]) == want == rule.choose(obs, env.step_context())
         got_r, got_c = ensemble.values(obs)
         np.testing.assert_allclose(got_r, q_r, rtol=1e-6)
         np.testing.assert_allclose(got_c, q_c, rtol=1e-6)

@@ -7,12 +7,13 @@ import json
 import pytest
 
 from londi.agents.base import Decision, TextPolicy
+from londi.core.errors import EndpointFailureError, ModelCallError
+from londi.core.meter import CallRecord
 from londi.envs import make_env
-from londi.errors import EndpointFailureError, ModelCallError
-from londi.evaluate import Method, evaluate_methods
-from londi.meter import CallRecord
+from londi.evaluation.loop import evaluate_methods
 from londi.rules import AlwaysDeepthink
-from londi.switch_env import DEEPTHINK, SwitchEnv
+from londi.rules.base import Method
+from londi.switch.env import DEEPTHINK, SwitchEnv
 
 ENV = "londi/BabyAIText-GoToLocal-v0"
 

@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP backend, the fallback policy and ``londi serve``.
 
 Unit tests talk to ``httpx.MockTransport``; the end-to-end tests start real ``python -m
-londi.serve`` processes on loopback with a tiny random GPT-2 checkpoint built on the fly (no
+londi.agents.serving`` processes on loopback with a tiny random GPT-2 checkpoint built on the fly (no
 downloads): a healthy one, a slow one, one answering HTTP 500, and one that dies mid-episode.
 """
 from __future__ import annotations
@@ -26,12 +26,14 @@ import londi.agents.http as http_module
 from londi.agents.base import Decision, TextPolicy
 from londi.agents.cache import CachedPolicy
 from londi.agents.fallback import FallbackPolicy, FallbackStats
-from londi.agents.http import HTTPBackendError, HTTPPolicy, HTTPTimeoutError, estimate_tokens
+from londi.agents.http import HTTPBackendError, HTTPPolicy, HTTPTimeoutError
+from londi.agents.http_support import ENV_API_BASE, ENV_API_KEY, ENV_MODEL, cut_at_stop, estimate_tokens
 from londi.agents.prompt import build_prompt
+from londi.core.errors import ConfigError, UnknownChoiceError
+from londi.core.meter import CallRecord
 from londi.envs import make_env
 from londi.envs.base import TextObservation
-from londi.errors import ConfigError, UnknownChoiceError
-from londi.meter import CallRecord, Meter
+from londi.switch.env import EpisodeAccounting
 
 ENV_ID = "londi/BabyAIText-GoToLocal-v0"
 MODEL = "tiny-gpt2"
@@ -44,7 +46,7 @@ OBS = TextObservation(goal="go to the red ball", text="You see a wall 2 steps fo
 @pytest.fixture(autouse=True)
 def _no_endpoint_env(monkeypatch):
     """The developer's own endpoint settings must not leak into the tests."""
-    for name in http_module.ENV_API_BASE + http_module.ENV_API_KEY + http_module.ENV_MODEL:
+    for name in ENV_API_BASE + ENV_API_KEY + ENV_MODEL:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -392,9 +394,9 @@ def test_list_actions_can_be_left_out_of_the_prompt() -> None:
 
 
 def test_cut_at_stop() -> None:
-    assert http_module.cut_at_stop("go forward\nObservation: x. y", ["\n"]) == "go forward"
-    assert http_module.cut_at_stop("a. b\nc", ["\n", ". "]) == "a"
-    assert http_module.cut_at_stop("no stop here", ["\n", ""]) == "no stop here"
+    assert cut_at_stop("go forward\nObservation: x. y", ["\n"]) == "go forward"
+    assert cut_at_stop("a. b\nc", ["\n", ". "]) == "a"
+    assert cut_at_stop("no stop here", ["\n", ""]) == "no stop here"
 
 
 def test_api_key_never_leaks(caplog, sleeps) -> None:
@@ -482,9 +484,9 @@ def test_fallback_counts_and_records(caplog) -> None:
     assert (policy.fallbacks, policy.errors) == (1, 1)
     policy.act(OBS)
     assert caplog.text.count("server unreachable") == 1  # one warning per run of failures
-    meter = Meter()
-    meter.add("deepthink", d.record)
-    assert meter.get("deepthink").errors == 1
+    acc = EpisodeAccounting()
+    acc.add("deepthink", d.record)
+    assert acc.policy_errors == 1  # a fallback's answer counts as a failed call of the role
     policy.reset()
     assert policy.episode == FallbackStats() and policy.total.fallbacks == 2 and policy.total.calls == 2
 
@@ -562,7 +564,7 @@ def test_fallback_errors_propagate_and_arguments_checked() -> None:
 def test_serve_command_line(tmp_path, capsys) -> None:
     import argparse
 
-    from londi import serve
+    from londi.agents import serving as serve
 
     parser = argparse.ArgumentParser(prog="londi")
     serve.register(parser.add_subparsers(dest="command"))
@@ -586,11 +588,7 @@ def build_tiny_checkpoint(path: Path) -> Path:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    words = (
-        "goal of the agent go to pick up put next a an red green blue purple yellow grey ball box key door "
-        "possible actions turn left right forward drop toggle observation action you see wall step steps and "
-        "carry inventory nothing open closed locked then after"
-    ).split()
+    words = ["goal", "of", "the", "agent", "go", "to", "pick", "up", "put", "next", "a", "an", "red", "green", "blue", "purple", "yellow", "grey", "ball", "box", "key", "door", "possible", "actions", "turn", "left", "right", "forward", "drop", "toggle", "observation", "action", "you", "see", "wall", "step", "steps", "and", "carry", "inventory", "nothing", "open", "closed", "locked", "then", "after"]
     vocab = {"[UNK]": 0, "[PAD]": 1, "[EOS]": 2}
     for word in words + [",", ":", ".", "!"]:
         vocab.setdefault(word, len(vocab))
@@ -614,15 +612,15 @@ def free_port() -> int:
 
 
 class Server:
-    """A ``python -m londi.serve`` process on loopback, requiring :data:`KEY`."""
+    """A ``python -m londi.agents.serving`` process on loopback, requiring :data:`KEY`."""
 
     def __init__(self, checkpoint: Path, log: Path, *options: str) -> None:
         self.port = free_port()
         self.log_path = log
-        self._log = open(log, "wb")
+        self._log = open(log, "wb")  # noqa: SIM115 (open for the server process's life)
         env = dict(os.environ, LONDI_SERVE_API_KEY=KEY, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "londi.serve", "--model", str(checkpoint), "--served-model-name", MODEL,
+            [sys.executable, "-m", "londi.agents.serving", "--model", str(checkpoint), "--served-model-name", MODEL,
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--threads", "1", *options],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )

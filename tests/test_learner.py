@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from londi.cli import main
-from londi.evaluate import build_switch_env
+from londi.core.errors import LondiError
+from londi.learn.train import TrainConfig, build_learner, load_switch, train_switch
 from londi.rules import LearnedSwitch
-from londi.train import TrainConfig, build_learner, load_switch, train_switch
-from londi.errors import LondiError
+from londi.switch.rollout import build_switch_env
 
 ENV = "londi/BabyAIText-GoToLocal-v0"
 EVAL_SEEDS = range(500_000, 500_060)
@@ -49,6 +49,16 @@ def trained(request):
     return out
 
 
+@pytest.fixture
+def untrained(controlled_pair):
+    """A learner with its initial weights: the mechanism tests (re-weighting, the numpy copy,
+    save/load) need values, not good ones."""
+    quick, deep = controlled_pair
+    env = build_switch_env(ENV, quick, deep, call_cost=0.1)
+    return build_learner(TrainConfig(cost=0.1, seed=0), env), env
+
+
+@pytest.mark.slow
 def test_switch_calls_deepthink_where_it_is_needed(trained):
     model, env = trained[0.1]
     on_hard, on_easy, _ = greedy_stats(model, env)
@@ -56,19 +66,20 @@ def test_switch_calls_deepthink_where_it_is_needed(trained):
     assert on_easy <= 0.2, on_easy
 
 
+@pytest.mark.slow
 def test_raising_the_cost_lowers_the_call_rate(trained):
     low = greedy_stats(*trained[0.1])[2]
     high = greedy_stats(*trained[2.0])[2]
     assert high < low
 
 
-def test_changing_c_reweights_without_relearning(trained):
+def test_changing_c_reweights_without_relearning(untrained):
     """``set_call_cost`` changes the weight on Q_c in every greedy choice and leaves the learned
     values alone. (Whether a new c changes the decisions depends on the values: in this case
     QUICK's stuck states make the calls unavoidable, so Q_c already favours calling there.)"""
     import torch as th
 
-    model, env = trained[0.1]
+    model, env = untrained
     states = []
     for s in EVAL_SEEDS[:10]:
         obs, _ = env.reset(seed=s)
@@ -102,12 +113,12 @@ def test_changing_c_reweights_without_relearning(trained):
     assert th.equal(after[0], q_r) and th.equal(after[1], q_c)
 
 
-def test_greedy_action_follows_weight_updates(trained):
+def test_greedy_action_follows_weight_updates(untrained):
     """The numpy copy behind ``greedy_action`` is rebuilt when a weight changes in place (an
     optimizer step, a loaded state dict), so it never acts on stale values."""
     import torch as th
 
-    model, env = trained[0.1]
+    model, env = untrained
     obs, _ = env.reset(seed=500_003)
     before = model.greedy_action(obs)
     last = model.q_net.q_net[-1]
@@ -121,10 +132,10 @@ def test_greedy_action_follows_weight_updates(trained):
     assert model.greedy_action(obs) == before
 
 
-def test_saved_and_reloaded_switch_makes_the_same_decisions(trained, tmp_path):
-    from londi.learner import LondiDQN
+def test_saved_and_reloaded_switch_makes_the_same_decisions(untrained, tmp_path):
+    from londi.learn.dqn import LondiDQN
 
-    model, env = trained[0.1]
+    model, env = untrained
     model.save(tmp_path / "m.zip")
     again = LondiDQN.load(tmp_path / "m.zip")
     obs, _ = env.reset(seed=500_001)
@@ -151,7 +162,7 @@ def test_train_switch_writes_a_run_folder_and_loads_back(controlled_pair, tmp_pa
     rule = LearnedSwitch(loaded, features=cfg.features)
     env = build_switch_env(ENV, quick, deep, features=cfg.features)
     obs, _ = env.reset(seed=3)
-    assert rule.choose(obs, env) == int(model.predict(obs, deterministic=True)[0])
+    assert rule.choose(obs, env.step_context()) == int(model.predict(obs, deterministic=True)[0])
     # same folder, other config: refused rather than mixed
     with pytest.raises(LondiError, match="another config"):
         train_switch(TrainConfig(steps=300, cost=0.5), tmp_path / "run", quick=quick, deepthink=deep)
@@ -209,7 +220,8 @@ def test_cli_eval_expert_writes_results(tmp_path, capsys):
 def _filled_cost_buffer(n_steps, rewards, costs, dones, timeouts=None, size=32):
     """A CostReplayBuffer holding one env's transitions; observation i is the number i."""
     from gymnasium import spaces
-    from londi.learner import CostReplayBuffer
+
+    from londi.learn.dqn import CostReplayBuffer
 
     obs_space = spaces.Dict({"features": spaces.Box(-1e6, 1e6, (1,), np.float32)})
     buf = CostReplayBuffer(size, obs_space, spaces.Discrete(2), device="cpu", n_steps=n_steps,

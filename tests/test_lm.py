@@ -12,19 +12,18 @@ import numpy as np
 import pytest
 from conftest import BABYAI_ACTIONS, babyai_observations, prompt_vocab, save_random_gpt2, word_tokenizer
 
-from londi.agents.lm import (
+from londi.agents.checkpoints import (
     CHECKSUM_FILE,
     EXTRA_MODELS,
     SHIPPED_MODELS,
-    HFPolicy,
-    load_policy,
     shipped_model_path,
     shipped_models_dir,
     verify_checksums,
     write_checksums,
 )
+from londi.agents.lm import HFPolicy, load_policy
+from londi.core.errors import LondiError, UnknownChoiceError
 from londi.envs.base import TextObservation
-from londi.errors import LondiError, UnknownChoiceError
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTIONS = BABYAI_ACTIONS
@@ -357,8 +356,8 @@ def test_every_entry_point_defaults_to_the_default_pair():
     ``train_lms.py`` all use the default pair, which is shipped and loads by name."""
     from londi.agents import DEFAULT_DEEPTHINK, DEFAULT_QUICK, SHIPPED_MODELS
     from londi.cli import build_parser
-    from londi.sweep import load_config
-    from londi.train import TrainConfig
+    from londi.evaluation.sweep import load_config
+    from londi.learn.train import TrainConfig
 
     assert SHIPPED_MODELS == (DEFAULT_QUICK, DEFAULT_DEEPTHINK) == ("quick-dagger", "deepthink-dagger")
     for command in (["train"], ["eval", "--method", "always-quick"], ["sweep", "experiments/smoke.json"]):
@@ -370,7 +369,7 @@ def test_every_entry_point_defaults_to_the_default_pair():
     assert {(c.quick, c.deepthink) for c in sweep.cells} == {SHIPPED_MODELS}
     from londi.agents.training.specs import DEFAULT_MODELS
 
-    assert DEFAULT_MODELS == list(SHIPPED_MODELS)
+    assert list(SHIPPED_MODELS) == DEFAULT_MODELS
     assert _load_script("train_lms").build_parser().parse_args([]).models == list(SHIPPED_MODELS)
     for name in SHIPPED_MODELS:
         assert verify_checksums(shipped_model_path(name))

@@ -10,9 +10,9 @@ from conftest import babyai_observations, save_random_gpt2
 
 from londi.agents.lm import HFPolicy, load_policy
 from londi.agents.lm_ensemble import ENSEMBLE_FILE, LMEnsemblePolicy, read_ensemble, write_ensemble
+from londi.core.errors import LondiError
+from londi.core.meter import estimate_flops
 from londi.envs.base import TextObservation
-from londi.errors import LondiError
-from londi.meter import estimate_flops
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_bad_ensembles_are_clear_errors(tmp_path, members):
 def test_make_ensemble_script_writes_a_shippable_folder(tmp_path, members):
     import importlib.util
 
-    from londi.agents.lm import CHECKSUM_FILE, verify_checksums
+    from londi.agents.checkpoints import CHECKSUM_FILE, verify_checksums
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "make_ensemble.py"
     spec = importlib.util.spec_from_file_location("make_ensemble", path)

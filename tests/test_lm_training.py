@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from londi.agents.base import Decision, TextPolicy
-from londi.agents.lm import CHECKSUM_FILE, HFPolicy, load_policy, verify_checksums
+from londi.agents.checkpoints import CHECKSUM_FILE, verify_checksums
+from londi.agents.lm import HFPolicy, load_policy
 from londi.agents.training import Collected, Sample, policy_actor, rollin_episode, rollin_lockstep, run_dagger
 from londi.agents.training.checkpoint import MODEL_CARD_FILE, finish_checkpoint
 from londi.agents.training.specs import BABYAI_ONLY_FIELDS, BABYAI_SMALL, TEXT_SMALL, ModelSpec
@@ -26,9 +28,8 @@ from londi.agents.training.tokenizer import (
     text_game_tokenizer,
 )
 from londi.agents.training.trainer import length_bucketed_batches
+from londi.core.meter import CallRecord
 from londi.envs.base import TextObservation
-
-from londi.meter import CallRecord
 
 PACKAGE = Path(__file__).resolve().parents[1] / "agents" / "training"
 
@@ -259,7 +260,7 @@ def test_command_learner_checkpoint_carries_candidates_and_rolls_in_as_a_policy(
 
 
 # ------------------------------------------------------------------------------ layering
-ALLOWED = ("londi.errors", "londi.io", "londi.meter", "londi.seeds", "londi.envs", "londi.agents")
+ALLOWED = ("londi.core.errors", "londi.core.io", "londi.core.meter", "londi.core.seeds", "londi.envs", "londi.agents")
 
 
 def test_training_package_imports_only_leaves_envs_and_agents():

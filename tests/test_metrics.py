@@ -1,4 +1,4 @@
-"""Metrics against hand-computed examples (londi.metrics)."""
+"""Metrics against hand-computed examples (londi.evaluation.metrics)."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from londi.meter import CallRecord, Meter
-from londi.metrics import (
+from londi.evaluation.metrics import (
     ROLES,
     EpisodeStats,
     apgr,
@@ -78,19 +77,6 @@ def test_episode_stats_round_trip_uses_return_key():
     # a "total" key, as in the results schema, is recomputed, not rejected
     d["device_seconds"]["total"] = 99.0
     assert EpisodeStats.from_dict(d).total_device_seconds == pytest.approx(0.1)
-
-
-def test_episode_stats_from_meter_reads_the_three_roles():
-    meter = Meter()
-    meter.add("quick", CallRecord(model="q", device_seconds=0.25))
-    meter.add("quick", CallRecord(model="q", device_seconds=0.25))
-    meter.add("deepthink", CallRecord(model="d", device_seconds=3.0))
-    meter.add("switch", CallRecord(model="enc", device_seconds=0.125))
-    meter.add("oracle", CallRecord(model="oracle", device="oracle", device_seconds=5.0))
-    e = EpisodeStats.from_meter(meter, success=True, episode_return=1.0, steps=2)
-    assert (e.quick_calls, e.deepthink_calls) == (2, 1)
-    assert e.device_seconds == {"quick": 0.5, "deepthink": 3.0, "switch": 0.125}
-    assert e.total_device_seconds == pytest.approx(3.625)  # the oracle's time is not compute
 
 
 # ------------------------------------------------------------------ bootstrap

@@ -10,9 +10,9 @@ import londi
 def test_public_names_import_from_the_package():
     from londi import LondiAgent, LondiDQN, SwitchEnv, TrainConfig, load_switch, train_switch
 
-    assert SwitchEnv.__module__ == "londi.switch_env" and LondiDQN.__module__ == "londi.learner"
+    assert SwitchEnv.__module__ == "londi.switch.env" and LondiDQN.__module__ == "londi.learn.dqn"
     assert LondiAgent.__module__ == "londi.agent"
-    assert {TrainConfig.__module__, train_switch.__module__, load_switch.__module__} == {"londi.train"}
+    assert {TrainConfig.__module__, train_switch.__module__, load_switch.__module__} == {"londi.learn.train"}
     assert set(londi.__all__) >= {"SwitchEnv", "LondiDQN", "LondiAgent", "TrainConfig", "train_switch", "load_switch"}
     assert "LondiDQN" in dir(londi)
 
@@ -27,7 +27,7 @@ def test_an_unknown_name_is_an_attribute_error():
 
 
 def test_importing_the_envs_does_not_load_the_learner():
-    code = "import sys, londi.envs; print('stable_baselines3' in sys.modules, 'londi.learner' in sys.modules)"
+    code = "import sys, londi.envs; print('stable_baselines3' in sys.modules, 'londi.learn.dqn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from conftest import sigkill_after_checkpoint
 
-from londi.evaluate import Method, evaluate_methods
+from londi.evaluation.loop import evaluate_methods
+from londi.learn.train import TrainConfig, load_switch, train_switch
 from londi.rules import AlwaysQuick, LearnedSwitch
-from londi.train import TrainConfig, load_switch, train_switch
+from londi.rules.base import Method
 
 CHILD = Path(__file__).with_name("_train_child.py")
 
@@ -72,7 +73,9 @@ def test_sampling_lms_give_the_same_numbers_whatever_ran_before():
 
 def test_a_raising_policy_and_a_raising_env_do_not_stop_evaluation(controlled_pair):
     """Expected faults (a timed-out model, a crashed simulator) are counted; the run goes on."""
-    from londi.errors import EnvCrashError
+    import gymnasium as gym
+
+    from londi.core.errors import EnvCrashError
 
     quick, deep = controlled_pair
 
@@ -83,32 +86,28 @@ def test_a_raising_policy_and_a_raising_env_do_not_stop_evaluation(controlled_pa
             return super().act(obs)
 
     from londi.envs import make_env
-    from londi.switch_env import SwitchEnv
+    from londi.switch.env import SwitchEnv
 
-    class Crashy:
+    class Crashy(gym.Wrapper):
         """Raises on its 3rd step, as a killed JVM would."""
 
         def __init__(self):
-            self.inner = make_env("londi/BabyAIText-GoToLocal-v0", disable_env_checker=True)
-            self.unwrapped = self.inner.unwrapped
+            super().__init__(make_env("londi/BabyAIText-GoToLocal-v0", disable_env_checker=True))
             self.t = 0
 
         def reset(self, **kw):
             self.t = 0
-            return self.inner.reset(**kw)
+            return self.env.reset(**kw)
 
         def step(self, a):
             self.t += 1
             if self.t == 3:
                 raise EnvCrashError("JVM died")
-            return self.inner.step(a)
-
-        def close(self):
-            self.inner.close()
+            return self.env.step(a)
 
     env = SwitchEnv(Crashy(), quick, Flaky(name="flaky", fail_on_hard=False))
     from londi.rules import AlwaysDeepthink
-    from londi.evaluate import run_rule
+    from londi.switch.rollout import run_rule
 
     eps = run_rule(AlwaysDeepthink(), env, list(range(5)), progress=False)
     assert len(eps) == 5

@@ -1,4 +1,4 @@
-"""``londi report``: tables and plots from a hand-made sweep directory (londi.report)."""
+"""``londi report``: tables and plots from a hand-made sweep directory (londi.evaluation.report)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from londi.errors import LondiError, UnknownChoiceError
-from londi.metrics import EpisodeStats, bootstrap_ci, summarize
 from londi.cli import build_parser
-from londi.report import write_report
+from londi.core.errors import LondiError, UnknownChoiceError
+from londi.evaluation.metrics import EpisodeStats, bootstrap_ci, summarize
+from londi.evaluation.report import write_report
 
 ENV = "londi/BabyAIText-GoToLocal-v0"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -309,7 +309,7 @@ def test_bad_files_are_skipped_with_a_warning(sweep: Path, tmp_path: Path, caplo
     _write(sweep / "cells" / "other" / "results.json", {"hello": 1})
     _write(sweep / "cells" / "partial" / "results.json",
            {"env": ENV, "episodes": 1, "seed": 0, "methods": {"x": {"success": 1.0}}})
-    with caplog.at_level(logging.WARNING, logger="londi.report"):
+    with caplog.at_level(logging.WARNING, logger="londi.evaluation.report"):
         md = write_report(sweep, tmp_path / "o", n_resamples=200).read_text()
     assert "broken" in caplog.text and "missing key" in caplog.text and "'methods'" in caplog.text
     assert "| x |" not in md and "| londi | cost=0.1 |" in md

@@ -14,23 +14,20 @@ import time
 import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
+
 from londi.agents.expert import OracleExpert
+from londi.core.errors import UnknownChoiceError
 from londi.envs import env_ids
 from londi.envs.base import decode_text
 from londi.envs.scienceworld import (
     ID_PREFIX,
-    NOOP,
     TASK_MAX_STEPS,
     ScienceWorldTextEnv,
-    map_gold_action,
-    object_parents,
-    parse_command,
     parse_simplifications,
     resolve_task,
     scienceworld_task_names,
 )
-
-from londi.errors import LondiError, UnknownChoiceError
+from londi.envs.scienceworld_gold import NOOP, map_gold_action, object_parents, parse_command
 
 TASK = "find-non-living-thing"  # 5-9 gold steps, cheap to load
 

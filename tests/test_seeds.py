@@ -1,4 +1,4 @@
-"""The seed scheme (londi.seeds): seeds 0-9 keep their episodes, any non-negative seed is valid,
+"""The seed scheme (londi.core.seeds): seeds 0-9 keep their episodes, any non-negative seed is valid,
 and held-out episodes never overlap training, selection, calibration or LM-training episodes."""
 from __future__ import annotations
 
@@ -9,19 +9,21 @@ import zlib
 import numpy as np
 import pytest
 
-from londi import seeds
-from londi.baselines import training_seeds as baselines_training_seeds
 from londi.cli import main
-from londi.evaluate import HELDOUT_SEED_BASE, VALIDATION_SEED, heldout_seeds
-from londi.seeds import (
+from londi.core import seeds
+from londi.core.seeds import (
+    HELDOUT_SEED_BASE,
     HIGH_SEED_BASE,
     LM_TRAIN_SEED_START,
     SEED_STRIDE,
+    VALIDATION_SEED,
+    heldout_seeds,
     rng_seed,
     training_env_seed,
     training_seeds,
 )
-from londi.selection import SELECTION_PURPOSE
+from londi.core.seeds import training_seeds as baselines_training_seeds
+from londi.learn.selection import SELECTION_PURPOSE
 
 GRID = (0, 1, 3, 9, 10, 11, 42, 499_999, 500_000, 10**6, 2**31, 2**40)
 PURPOSES = (SELECTION_PURPOSE, "router-train", "task-router-train", "uncertainty-calibration",
@@ -105,8 +107,8 @@ def test_heldout_never_overlaps_other_uses_for_any_pair_of_seeds():
 
 
 def test_train_switch_starts_on_its_training_env_seed(controlled_pair, tmp_path, monkeypatch):
-    from londi.switch_env import SwitchEnv
-    from londi.train import TrainConfig, train_switch
+    from londi.learn.train import TrainConfig, train_switch
+    from londi.switch.env import SwitchEnv
 
     quick, deep = controlled_pair
     reset = SwitchEnv.reset

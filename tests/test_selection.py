@@ -1,4 +1,4 @@
-"""Keeping the best switch on selection episodes (londi.selection)."""
+"""Keeping the best switch on selection episodes (londi.learn.selection)."""
 import os
 import subprocess
 import sys
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import sigkill_after_checkpoint
 
-from londi.errors import ConfigError
-from londi.io import read_json
-from londi.learner import LondiDQN
-from londi.selection import selection_objective
-from londi.train import TrainConfig, load_switch, train_switch
+from londi.core.errors import ConfigError
+from londi.core.io import read_json
+from londi.learn.dqn import LondiDQN
+from londi.learn.selection import selection_objective
+from londi.learn.train import TrainConfig, load_switch, train_switch
 
 
 def test_selection_objective_is_the_mean_of_return_minus_weighted_calls():

@@ -14,8 +14,9 @@ import pytest
 from conftest import ControlledPolicy
 
 from londi.cli import main
-from londi.errors import ConfigError, LondiError, UnknownChoiceError
-from londi.sweep import CORE_METHODS, METHODS, load_config, run_sweep
+from londi.core.errors import ConfigError, LondiError, UnknownChoiceError
+from londi.evaluation.sweep import run_sweep
+from londi.evaluation.sweep_config import CORE_METHODS, METHODS, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "smoke.json"
@@ -39,9 +40,9 @@ def tiny(**overrides) -> dict:
 
 # ------------------------------------------------------------------------------------ configs
 def test_shipped_configs_are_valid():
-    from londi.baselines import BASELINES
+    from londi.evaluation.registry import method_names
 
-    assert set(METHODS) == set(CORE_METHODS) | set(BASELINES)
+    assert set(METHODS) == set(method_names()) and set(CORE_METHODS) <= set(METHODS)
     names = {p.stem for p in (ROOT / "experiments").glob("*.json")}
     assert {"cost_sweep", "budget_sweep", "budget_sweep_first_pair", "encoder_swap", "lm_swap", "baselines",
             "baselines_first_pair", "smoke",
@@ -241,7 +242,7 @@ def test_cli_sweep(tmp_path, capsys):
 def test_cells_written_before_a_train_field_existed_compare_by_what_they_ran(tmp_path):
     """A cell folder whose ``train`` lacks ``select_every`` ran without selection: it matches a
     Lagrangian cell (no selection now either) and is refused for a per-cost cell (selection now)."""
-    from londi.sweep import CONFIG_FILE, _check_existing, cell_dir
+    from londi.evaluation.sweep import CONFIG_FILE, _check_existing, cell_dir
 
     for entry, matches in (({"method": "londi", "cost_limit": 2.0}, True), ({"method": "londi", "cost": 0.1}, False)):
         config = load_config(tiny(grid=[entry], train={"steps": 50}))

@@ -3,10 +3,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from londi.core.errors import UnknownChoiceError
 from londi.envs import make_env
-from londi.features import HashingBagOfWords, make_features
-from londi.switch_env import DEEPTHINK, QUICK, SwitchEnv
-from londi.errors import UnknownChoiceError
+from londi.switch.env import DEEPTHINK, QUICK, SwitchEnv
+from londi.switch.features import HashingBagOfWords, make_features
 
 
 def make(pair, **kwargs):
@@ -27,7 +27,7 @@ def test_reward_is_env_reward_minus_cost_and_accounting_adds_up(controlled_pair)
     obs, info = env.reset(seed=5)
     assert obs["features"].shape == env.observation_space["features"].shape
     choices = [DEEPTHINK, QUICK, DEEPTHINK, DEEPTHINK, QUICK] * 20
-    for t, a in enumerate(choices):
+    for t, a in enumerate(choices):  # noqa: B007 (t counts the steps, read after the loop)
         obs, r, term, trunc, info = env.step(a)
         assert r == pytest.approx(info["env_reward"] - 0.25 * (a == DEEPTHINK))
         assert info["deepthink_cost"] == float(a == DEEPTHINK)
@@ -114,7 +114,7 @@ def test_bow_features_are_deterministic_and_normalised(controlled_pair):
 
 def test_goal_features_find_the_goal_line():
     from londi.envs.base import TextObservation
-    from londi.features import GoalGroundingFeatures
+    from londi.switch.features import GoalGroundingFeatures
 
     enc = GoalGroundingFeatures(n_features=8)
 
@@ -136,7 +136,7 @@ def test_goal_features_find_the_goal_line():
 def test_choice_features_describe_quicks_proposed_action():
     from londi.agents.base import CallRecord, Decision
     from londi.envs.base import TextObservation
-    from londi.features import ChoiceFeatures
+    from londi.switch.features import ChoiceFeatures
 
     enc = ChoiceFeatures(n_features=8)
     obs = TextObservation(goal="pick up the red ball", text="You see a red ball 1 step forward",
@@ -163,9 +163,10 @@ def test_oracle_features_read_the_experts_label_and_are_marked_as_an_oracle(cont
 
     from londi.agents.base import CallRecord, Decision
     from londi.envs.base import TextObservation
-    from londi.evaluate import Method, evaluate_methods
-    from londi.features import OracleHintFeatures, reads_oracle
+    from londi.evaluation.loop import evaluate_methods
     from londi.rules import AlwaysQuick
+    from londi.rules.base import Method
+    from londi.switch.features import OracleHintFeatures, reads_oracle
 
     enc = OracleHintFeatures()
     obs = TextObservation(goal="go to the red ball", text="You see a red ball 1 step forward",
@@ -204,7 +205,7 @@ def test_oracle_features_read_the_experts_label_and_are_marked_as_an_oracle(cont
 
 
 def test_since_deepthink_context_feature_counts_steps_since_deepthink_acted(controlled_pair):
-    from londi.features import SINCE_DEEPTHINK_CAP
+    from londi.switch.features import SINCE_DEEPTHINK_CAP
 
     env = make(controlled_pair, features="quick")
     obs, _ = env.reset(seed=3)

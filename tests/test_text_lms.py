@@ -6,8 +6,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from londi.agents.candidates import CandidateFilter, CandidatePolicy, action_verb
-from londi.agents.lm import TEXT_GAME_MODELS, HFPolicy, load_policy, shipped_model_path
+from londi.agents.checkpoints import TEXT_GAME_MODELS, shipped_model_path
+from londi.agents.lm import HFPolicy, load_policy
 from londi.envs.base import TextObservation
 
 TW_OBS = TextObservation(
@@ -115,6 +117,7 @@ def test_small_textworld_training_beats_random(tmp_path):
     """The small config on two tw-make games: QUICK, trained by cloning the oracle, scores more
     than a random policy on those games (a pipeline check, not a held-out result)."""
     import torch
+
     from londi.agents.training.evaluation import RandomPolicy, evaluate_on_envs
     from londi.agents.training.specs import TEXT_SMALL, TRAIN_SEED_START
     from londi.agents.training.textgames import collect, textworld_setup, train_model

@@ -7,7 +7,9 @@ import shutil
 import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
+
 from londi.agents.expert import OracleExpert
+from londi.core.errors import ConfigError, UnknownChoiceError
 from londi.envs import env_ids
 from londi.envs.base import decode_text
 from londi.envs.textworld import (
@@ -19,8 +21,6 @@ from londi.envs.textworld import (
     make_game,
     sanitize_command,
 )
-
-from londi.errors import ConfigError, UnknownChoiceError
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,14 @@ for _module in ("fastapi", "uvicorn", "openai", "accelerate"):
     pytest.importorskip(_module, reason="the serve extras are not installed: pip install -e '.[serve]'")
 
 from londi.agents.cache import CachedPolicy  # noqa: E402
+from londi.agents.checkpoints import shipped_model_path  # noqa: E402
 from londi.agents.fallback import FallbackPolicy  # noqa: E402
-from londi.agents.http import HTTPPolicy, cut_at_stop  # noqa: E402
-from londi.agents.lm import load_policy, shipped_model_path  # noqa: E402
-from londi.evaluate import Method, evaluate_methods  # noqa: E402
+from londi.agents.http import HTTPPolicy  # noqa: E402
+from londi.agents.http_support import cut_at_stop  # noqa: E402
+from londi.agents.lm import load_policy  # noqa: E402
+from londi.evaluation.loop import evaluate_methods  # noqa: E402
 from londi.rules import AlwaysDeepthink  # noqa: E402
+from londi.rules.base import Method  # noqa: E402
 
 #: About 30 s on a quiet machine (most of it the server's start), over a minute on a busy one.
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ One concern per module:
 
 ``scripts/train_lms.py`` (BabyAI-Text), ``scripts/train_text_lms.py`` (TextWorld, ScienceWorld)
 and ``scripts/bench_lms.py`` are command lines over these. Layering: this package imports only
-the leaf modules (``londi.errors``, ``londi.io``, ``londi.meter``, ``londi.seeds``),
+the leaf modules (``londi.core.errors``, ``londi.core.io``, ``londi.core.meter``, ``londi.core.seeds``),
 ``londi.envs`` and ``londi.agents``, never the switch.
 """
 from londi.agents.training.checkpoint import finish_checkpoint, policy_settings, save_checkpoint

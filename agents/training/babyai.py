@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
 from londi.agents.training.rollout import Collected, Sample, rollin_lockstep
 from londi.agents.training.specs import TRAIN_SEED_START, ModelSpec
 from londi.agents.training.tokenizer import ACTIONS, COLOURS, OBJECT_TYPES, babyai_tokenizer

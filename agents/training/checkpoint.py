@@ -3,7 +3,7 @@
 A folder holds the Hugging Face files (``config.json``, ``model.safetensors``, the tokenizer),
 ``londi_policy.json`` (the prompt and decoding settings :class:`~londi.agents.lm.HFPolicy`
 reads, the training spec, and for text games an optional candidate filter), ``MODEL_CARD.md``
-and ``SHA256SUMS`` (:func:`londi.agents.lm.write_checksums`, verified at load time).
+and ``SHA256SUMS`` (:func:`londi.agents.checkpoints.write_checksums`, verified at load time).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from londi.agents.lm import CHECKSUM_FILE, POLICY_CONFIG_FILE, verify_checksums, write_checksums
+from londi.agents.checkpoints import CHECKSUM_FILE, POLICY_CONFIG_FILE, verify_checksums, write_checksums
 
 #: The model card's file name.
 MODEL_CARD_FILE = "MODEL_CARD.md"
@@ -62,7 +62,7 @@ def save_checkpoint(folder: str | Path, model: Any, tokenizer: Any, settings: di
 
 def finish_checkpoint(folder: str | Path, card: str | None = None) -> Path:
     """Write ``MODEL_CARD.md`` (when ``card`` is given) and then ``SHA256SUMS`` over every file
-    of ``folder``; returns the checksum file's path (:func:`~londi.agents.lm.verify_checksums`
+    of ``folder``; returns the checksum file's path (:func:`~londi.agents.checkpoints.verify_checksums`
     accepts the folder afterwards)."""
     folder = Path(folder)
     if card is not None:

@@ -1,7 +1,7 @@
 """Measuring a trained LM on held-out episodes, with the model in control at every step.
 
 :func:`play_episode` is the loop every measurement shares (reset and seed the policy, play,
-collect each call's :class:`~londi.meter.CallRecord`); on top of it:
+collect each call's :class:`~londi.core.meter.CallRecord`); on top of it:
 
 * BabyAI-Text: :func:`evaluate_policy` (success with a 95% Wilson interval, return, cost per
   call, agreement with the oracle on the states the model visits, by :func:`state_difficulty`),
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
 from londi.agents.training.specs import HELDOUT_SEED_START
 
 #: Categories of BabyAI states, by where the goal object is.
@@ -72,8 +73,7 @@ class RandomPolicy:
 
     def act(self, obs):
         from londi.agents.base import Decision
-
-        from londi.meter import CallRecord
+        from londi.core.meter import CallRecord
 
         n = len(obs.admissible_actions)
         action = obs.admissible_actions[int(self._rng.integers(n))]
@@ -147,8 +147,9 @@ def _rate(table: dict[str, list[int]], kinds: tuple[str, ...]) -> float:
 
 def evaluate_policy(policy, seeds, *, env_id: str | None = None, progress: bool = True, desc: str = "") -> EvalResult:
     """Play one episode per seed with ``policy`` in control and collect the metrics above."""
-    from londi.envs import DEFAULT_ENV_ID, make_env
     from tqdm.auto import tqdm
+
+    from londi.envs import DEFAULT_ENV_ID, make_env
 
     env = make_env(env_id or DEFAULT_ENV_ID)
     seeds = list(seeds)
@@ -198,8 +199,9 @@ def expert_state_agreement(policy, seeds, *, env_id: str | None = None, progress
     errs (by :func:`state_difficulty`) from where its own mistakes would have led it.
     Returns ``{difficulty: [agree, total]}``.
     """
-    from londi.envs import DEFAULT_ENV_ID, make_env
     from tqdm.auto import tqdm
+
+    from londi.envs import DEFAULT_ENV_ID, make_env
 
     env = make_env(env_id or DEFAULT_ENV_ID)
     out = {k: [0, 0] for k in DIFFICULTIES}
@@ -264,8 +266,9 @@ def agreement_table(results: list[EvalResult]) -> str:
 def evaluate_on_envs(policy, env_kwargs: list[dict], episodes: int, *, progress: bool = True) -> dict:
     """``episodes`` held-out episodes with ``policy`` in control on each env of ``env_kwargs``
     (``make_env`` id and keyword arguments): success, return, cost and actions scored per call."""
-    from londi.envs import make_env
     from tqdm.auto import tqdm
+
+    from londi.envs import make_env
 
     per_env, dev, wall, n_actions, n_scored = {}, [], [], [], []
 

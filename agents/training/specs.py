@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from londi.seeds import HELDOUT_SEED_BASE, LM_TRAIN_SEED_START
+from londi.core.seeds import HELDOUT_SEED_BASE, LM_TRAIN_SEED_START
 
 #: Training episodes use env seeds from here upwards (held-out evaluation seeds lie below).
 TRAIN_SEED_START = LM_TRAIN_SEED_START

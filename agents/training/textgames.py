@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from londi.agents.training.rollout import Collected, Sample, rollin_episode
 from londi.agents.training.specs import BABYAI_ONLY_FIELDS, TRAIN_SEED_START, ModelSpec
 from londi.agents.training.tokenizer import text_game_tokenizer
@@ -92,7 +93,7 @@ def heldout_variations(task: str, variations: tuple[int, ...], n: int) -> list[i
     """
     from gymnasium.utils.seeding import np_random
 
-    from londi.seeds import heldout_seeds
+    from londi.core.seeds import heldout_seeds
 
     out = set()
     for run_seed in (0,):

@@ -37,10 +37,7 @@ BABYAI_PATTERN = (
 #: Words always in the BabyAI vocabulary (the prompt template, the BabyAI-Text renderer and
 #: missions), so that unseen-but-possible words do not map to <unk>.
 BABYAI_BASE_WORDS = tuple(
-    "Goal of the agent : Possible actions , Observation Action Inventory . ( ) more "
-    "You wall step steps left right forward and carry nothing a an "
-    "red green blue purple yellow grey ball box key door open closed locked "
-    "go to the pick up put next then after you in front of behind on your drop toggle".split()
+    ["Goal", "of", "the", "agent", ":", "Possible", "actions", ",", "Observation", "Action", "Inventory", ".", "(", ")", "more", "You", "wall", "step", "steps", "left", "right", "forward", "and", "carry", "nothing", "a", "an", "red", "green", "blue", "purple", "yellow", "grey", "ball", "box", "key", "door", "open", "closed", "locked", "go", "to", "the", "pick", "up", "put", "next", "then", "after", "you", "in", "front", "of", "behind", "on", "your", "drop", "toggle"]
 ) + ("turn left", "turn right", "go forward", "pick up", "You see a", "You carry a")
 #: Text games: runs of letters, runs of digits, single other characters (spaces dropped), lower-cased.
 TEXT_GAME_PATTERN = r"[a-z]+|\d+|[^\sa-z\d]"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from londi.agents.training.checkpoint import policy_settings, save_checkpoint
 from londi.agents.training.rollout import Collected, Sample
 from londi.agents.training.specs import ModelSpec

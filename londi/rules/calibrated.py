@@ -1,6 +1,6 @@
 """A trained switch acting at a calibrated cost weight: a target call rate or calls per episode.
 
-The learned switch (:class:`~londi.learner.LondiDQN`) calls DEEPTHINK where
+The learned switch (:class:`~londi.learn.dqn.LondiDQN`) calls DEEPTHINK where
 
     Q_r(s, DEEPTHINK) - w Q_c(s, DEEPTHINK) > Q_r(s, QUICK) - w Q_c(s, QUICK),
 
@@ -9,8 +9,8 @@ changed after training without relearning. Where a call adds expected cost
 (``dQ_c = Q_c(s, D) - Q_c(s, Q) > 0``) the inequality reads ``w < dQ_r / dQ_c``: each state has a
 *break-even weight*, and the greedy switch at weight ``w`` is "escalate where the break-even
 weight exceeds ``w``". :class:`CostCalibratedSwitch` is that rule with ``w`` as its threshold, so
-:func:`~londi.baselines.calibrate_rule` finds the ``w`` that meets a target on calibration
-episodes (seeds from :func:`~londi.baselines.training_seeds`, never the held-out ones), and a tie
+:func:`~londi.rules.threshold.calibrate_rule` finds the ``w`` that meets a target on calibration
+episodes (seeds from :func:`~londi.core.seeds.training_seeds`, never the held-out ones), and a tie
 coin at the last step of the search mixes the two neighbouring greedy policies, as the solution
 of a constrained MDP may need to.
 
@@ -35,32 +35,30 @@ from typing import Any
 
 import numpy as np
 
-from londi.baselines import (
-    DEFAULT_CALIBRATION_EPISODES,
-    ThresholdSwitch,
-    calibrate_rule,
-    offline_pair,
-    training_seeds,
-)
-from londi.errors import ConfigError
-from londi.evaluate import build_switch_env
-from londi.switch_env import DEEPTHINK, QUICK, SwitchEnv
+from londi.core.errors import ConfigError
+from londi.core.seeds import training_seeds
+from londi.rules.base import LearnedSwitch
+from londi.rules.offline import DEFAULT_CALIBRATION_EPISODES, offline_pair
+from londi.rules.threshold import ThresholdSwitch, calibrate_rule
+from londi.switch.accounting import DEEPTHINK, QUICK
+from londi.switch.context import StepContext
+from londi.switch.rollout import build_switch_env
 
 logger = logging.getLogger(__name__)
 
 #: Relative tolerance on a calls-per-episode target during calibration.
 CALLS_TOLERANCE = 0.05
-#: Calibration episodes for a calls-per-episode target. Calls per episode vary a lot (a switch at
-#: 8 calls per episode on average made 0-31 on single episodes, standard deviation ~7), so the
-#: mean of n episodes is uncertain by ~7/sqrt(n) calls: 24 episodes leave ~18% of L = 8, 96 ~9%.
-#: The LM call cache makes the episodes cheap (~2 min for 8 rounds of 96 on the first pair).
+#: Calibration episodes for a calls-per-episode target. Calls per episode vary far more between
+#: episodes than a call fraction does, so the mean over n episodes is uncertain by about
+#: sd / sqrt(n) calls and a limit needs many more episodes than a rate (the spread measured on
+#: the first pair is in docs/benchmarks.md). The LM call cache keeps these episodes cheap.
 DEFAULT_LIMIT_CALIBRATION_EPISODES = 96
 #: Calibration rounds (thresholds measured) for a calls-per-episode target.
 LIMIT_CALIBRATION_ROUNDS = 8
 
 
 class CostCalibratedSwitch(ThresholdSwitch):
-    """A trained :class:`~londi.learner.LondiDQN` (or :class:`~londi.ensemble.SwitchEnsemble`)
+    """A trained :class:`~londi.learn.dqn.LondiDQN` (or :class:`~londi.learn.ensemble.SwitchEnsemble`)
     that escalates where a state's break-even cost weight ``dQ_r / dQ_c`` exceeds the threshold
     ``w`` (see the module docstring).
 
@@ -68,7 +66,7 @@ class CostCalibratedSwitch(ThresholdSwitch):
         model: the trained learner.
         features: the encoder it was trained with.
         threshold: the weight ``w`` on ``Q_c`` (default: the model's trained ``c + lambda``).
-        tie_prob, seed: see :class:`~londi.baselines.ThresholdSwitch`.
+        tie_prob, seed: see :class:`~londi.rules.threshold.ThresholdSwitch`.
         name: the method's name.
     """
 
@@ -90,7 +88,7 @@ class CostCalibratedSwitch(ThresholdSwitch):
             return d_r / d_c
         return math.inf if d_r > 0 else -math.inf
 
-    def score(self, obs: dict[str, np.ndarray], env: SwitchEnv) -> float:
+    def score(self, obs: dict[str, np.ndarray], ctx: StepContext) -> float:
         return self.break_even_weight(obs)
 
 
@@ -114,7 +112,7 @@ def calibrate_switch(
     ``calls_per_episode`` on calibration episodes of ``env_id`` (exactly one of the two).
 
     The calibration episodes are played with the LM pair behind a call cache
-    (:func:`~londi.baselines.offline_pair`) and metered into the rule's ``offline_cost``;
+    (:func:`~londi.rules.offline.offline_pair`) and metered into the rule's ``offline_cost``;
     ``rule.calibration`` records the target, what was reached, the weight and the trained weight.
     """
     if (rate is None) == (calls_per_episode is None):
@@ -159,14 +157,13 @@ def learned_switch_rule(
     name: str = "londi",
     progress: bool = False,
 ) -> Any:
-    """The rule that evaluates a trained switch (``config`` is its :class:`~londi.train.TrainConfig`).
+    """The rule that evaluates a trained switch (``config`` is its :class:`~londi.learn.train.TrainConfig`).
 
     * with ``rate``: a :class:`CostCalibratedSwitch` calibrated to that call rate;
     * a Lagrangian switch (``config.cost_limit`` set) with ``calibrate_limit``: calibrated to
       ``cost_limit`` calls per episode;
     * otherwise the plain greedy :class:`~londi.rules.LearnedSwitch` at its trained weight.
     """
-    from londi.rules import LearnedSwitch
 
     if rate is None and (config.cost_limit is None or not calibrate_limit):
         return LearnedSwitch(model, features=config.features, name=name)

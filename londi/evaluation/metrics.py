@@ -31,15 +31,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from londi.meter import Meter
-
-#: The roles whose device-seconds are accounted per episode; ``total`` is their sum.
-ROLES: tuple[str, ...] = ("quick", "deepthink", "switch")
+from londi.switch.env import ROLES
+from londi.switch.rollout import EpisodeStats
 
 #: Default number of bootstrap resamples. 10k keeps the Monte-Carlo error of a 95% percentile
 #: bound well under the interval's own width for the few hundred episodes of an evaluation.
@@ -48,141 +45,6 @@ DEFAULT_RESAMPLES = 10_000
 # Bootstrap resamples are drawn in blocks of at most this many indices, so that memory stays
 # bounded (~16 MB of int64) whatever the number of episodes.
 _BLOCK_ELEMENTS = 2_000_000
-
-
-@dataclass(kw_only=True)
-class EpisodeStats:
-    """What the evaluation loop records for one episode, before aggregation.
-
-    Attributes:
-        success: the episode solved the task.
-        episode_return: the episode's return (sum of task rewards; ScienceWorld: final score
-            0-100). Serialised under the key ``"return"``.
-        steps: environment steps taken.
-        quick_calls: calls to the QUICK model.
-        deepthink_calls: calls to the DEEPTHINK model (at most one per step).
-        device_seconds: device-seconds spent per role; keys among :data:`ROLES`, missing roles
-            count as 0.
-        quick_oracle_disagreements: steps where QUICK's proposed action differed from the
-            **oracle** expert's (= the calls the hindsight oracle would have made on this
-            episode's states); ``None`` when the env has no expert.
-        taken_oracle_disagreements: steps where the executed action differed from the **oracle**
-            expert's; ``None`` when the env has no expert.
-    """
-
-    success: bool
-    episode_return: float
-    steps: int
-    quick_calls: int
-    deepthink_calls: int
-    device_seconds: dict[str, float] = field(default_factory=dict)
-    quick_oracle_disagreements: int | None = None
-    taken_oracle_disagreements: int | None = None
-
-    def __post_init__(self) -> None:
-        self.success = bool(self.success)
-        self.episode_return = float(self.episode_return)
-        if not math.isfinite(self.episode_return):
-            raise ValueError(f"episode_return must be finite, got {self.episode_return}")
-        for name in ("steps", "quick_calls", "deepthink_calls"):
-            setattr(self, name, _non_negative_int(name, getattr(self, name)))
-        for name in ("quick_oracle_disagreements", "taken_oracle_disagreements"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, _non_negative_int(name, value))
-        if self.deepthink_calls > self.steps:
-            raise ValueError(
-                f"deepthink_calls ({self.deepthink_calls}) cannot exceed steps ({self.steps}): "
-                "DEEPTHINK is called at most once per step"
-            )
-        unknown = set(self.device_seconds) - set(ROLES)
-        if unknown:
-            raise ValueError(
-                f"unknown device_seconds role(s) {sorted(unknown)}; valid roles: {', '.join(ROLES)}"
-            )
-        seconds: dict[str, float] = {}
-        for role in ROLES:
-            value = float(self.device_seconds.get(role, 0.0))
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"device_seconds[{role!r}] must be finite and >= 0, got {value}")
-            seconds[role] = value
-        self.device_seconds = seconds
-
-    @property
-    def total_device_seconds(self) -> float:
-        """Device-seconds of all roles together."""
-        return float(sum(self.device_seconds.values()))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; the return is stored under ``"return"``."""
-        out: dict[str, Any] = {
-            "success": self.success,
-            "return": self.episode_return,
-            "steps": self.steps,
-            "quick_calls": self.quick_calls,
-            "deepthink_calls": self.deepthink_calls,
-            "device_seconds": dict(self.device_seconds),
-        }
-        if self.quick_oracle_disagreements is not None:
-            out["quick_oracle_disagreements"] = self.quick_oracle_disagreements
-        if self.taken_oracle_disagreements is not None:
-            out["taken_oracle_disagreements"] = self.taken_oracle_disagreements
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EpisodeStats:
-        """Inverse of :meth:`to_dict` (also accepts ``"episode_return"`` for the return)."""
-        if "return" in data:
-            ret = data["return"]
-        elif "episode_return" in data:
-            ret = data["episode_return"]
-        else:
-            raise ValueError("episode record has no 'return' key")
-        seconds = {k: v for k, v in dict(data.get("device_seconds", {})).items() if k != "total"}
-        return cls(
-            success=data["success"],
-            episode_return=ret,
-            steps=data["steps"],
-            quick_calls=data["quick_calls"],
-            deepthink_calls=data["deepthink_calls"],
-            device_seconds=seconds,
-            quick_oracle_disagreements=data.get("quick_oracle_disagreements"),
-            taken_oracle_disagreements=data.get("taken_oracle_disagreements"),
-        )
-
-    @classmethod
-    def from_meter(
-        cls,
-        meter: Meter,
-        *,
-        success: bool,
-        episode_return: float,
-        steps: int,
-        quick_oracle_disagreements: int | None = None,
-        taken_oracle_disagreements: int | None = None,
-    ) -> EpisodeStats:
-        """Build the record from an episode's :class:`~londi.meter.Meter`.
-
-        Calls and device-seconds are read from the meter's ``quick``, ``deepthink`` and
-        ``switch`` roles; other roles (e.g. an oracle expert used only for labels) are not part
-        of a method's compute and are left out.
-        """
-        return cls(
-            success=success,
-            episode_return=episode_return,
-            steps=steps,
-            quick_calls=meter.get("quick").calls,
-            deepthink_calls=meter.get("deepthink").calls,
-            device_seconds={role: meter.get(role).device_seconds for role in ROLES},
-            quick_oracle_disagreements=quick_oracle_disagreements,
-            taken_oracle_disagreements=taken_oracle_disagreements,
-        )
-
-
-def _non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ which keeps the policy's own device-seconds only where the policy measured them 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -153,50 +153,3 @@ def bill(record: CallRecord, timing: CallTiming) -> CallRecord:
         device_seconds = timing.wall_seconds
     return replace(record, device_seconds=device_seconds, wall_seconds=timing.wall_seconds,
                    cpu_seconds=timing.thread_cpu_seconds)
-
-
-@dataclass
-class UsageTotals:
-    """Running totals of calls for one model."""
-
-    calls: int = 0
-    device_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    flops: float = 0.0
-    cache_hits: int = 0
-    errors: int = 0
-
-    def add(self, record: CallRecord) -> None:
-        self.calls += 1
-        self.device_seconds += record.device_seconds
-        self.wall_seconds += record.wall_seconds
-        self.input_tokens += record.input_tokens
-        self.output_tokens += record.output_tokens
-        self.flops += record.flops
-        self.cache_hits += int(record.cache_hit)
-        self.errors += int(record.error is not None)
-
-
-@dataclass
-class Meter:
-    """Totals per role ("quick", "deepthink", "switch", ...) over a span such as an episode."""
-
-    totals: dict[str, UsageTotals] = field(default_factory=dict)
-
-    def add(self, role: str, record: CallRecord) -> None:
-        self.totals.setdefault(role, UsageTotals()).add(record)
-
-    def extend(self, role: str, records: Iterable[CallRecord]) -> None:
-        for r in records:
-            self.add(role, r)
-
-    def get(self, role: str) -> UsageTotals:
-        return self.totals.get(role, UsageTotals())
-
-    def reset(self) -> None:
-        self.totals.clear()
-
-    def to_dict(self) -> dict[str, dict[str, float]]:
-        return {role: asdict(t) for role, t in self.totals.items()}

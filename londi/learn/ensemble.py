@@ -1,20 +1,16 @@
 """Several switches trained alike with different seeds, acting on their averaged values.
 
-One DQN run's greedy switch depends a lot on its seed: on the same 200 validation episodes, three
-switches trained with the demo's defaults (c = 0.01, 8,000 steps, seeds 0, 1, 2) succeeded
-0.790, 0.840 and 0.695 at DEEPTHINK call fractions 0.454, 0.388 and 0.481. The decision
+One DQN run's greedy switch depends a lot on its seed. The decision
 ``Q_r(s, D) - Q_r(s, Q) > w (Q_c(s, D) - Q_c(s, Q))`` compares gaps of a few hundredths, so each
 member's value errors flip it in many states; averaging the members' ``Q_r`` and ``Q_c`` before
-the choice is the standard way to average such errors out. Measured on the first pair it did
-not pay: ensembles of three were no steadier than single switches and 0.035 lower in success
-over three benchmark seeds (docs/benchmarks.md, "Validation runs"), so it is an option, not the
-default.
+the choice is the standard way to average such errors out. Whether it pays is measured in
+docs/benchmarks.md ("Validation runs"); it is an option, not the default.
 
 Use ``londi eval --method londi --switch RUN1,RUN2,RUN3`` (folders written by ``londi train``
-with the same settings and different ``--seed``), :func:`londi.train.load_switches`, or build
-one from loaded learners. It is a drop-in for a :class:`~londi.learner.LondiDQN` wherever a
+with the same settings and different ``--seed``), :func:`londi.learn.train.load_switches`, or build
+one from loaded learners. It is a drop-in for a :class:`~londi.learn.dqn.LondiDQN` wherever a
 trained switch acts: :class:`~londi.rules.LearnedSwitch` (greedy),
-:class:`~londi.calibrated.CostCalibratedSwitch` (a calibrated weight) and
+:class:`~londi.rules.calibrated.CostCalibratedSwitch` (a calibrated weight) and
 :class:`~londi.agent.LondiAgent`. It acts only; each member is trained on its own.
 """
 from __future__ import annotations
@@ -24,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from londi.errors import ConfigError
-from londi.learner import MASK_KEY, LondiDQN
+from londi.core.errors import ConfigError
+from londi.learn.dqn import MASK_KEY, LondiDQN, masked_score
 
 
 class SwitchEnsemble:
@@ -75,10 +71,7 @@ class SwitchEnsemble:
         if not deterministic:
             raise ValueError("a SwitchEnsemble acts greedily only (deterministic=True)")
         q_r, q_c = self.values(observation)
-        score = q_r - self.cost_weight * q_c
-        mask = np.asarray(observation.get(MASK_KEY, np.ones_like(score)), dtype=np.float32).reshape(-1)
-        score = np.where(mask > 0.5, score, -np.inf)
-        return np.asarray(int(np.argmax(score))), state
+        return np.asarray(int(np.argmax(masked_score(q_r, q_c, self.cost_weight, observation.get(MASK_KEY))))), state
 
 
 __all__ = ["SwitchEnsemble"]

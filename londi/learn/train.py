@@ -1,9 +1,9 @@
 """Training a switch: one run, top to bottom.
 
 1. Validate the :class:`TrainConfig` and make the run folder (``config.json`` first).
-2. Load QUICK and DEEPTHINK, wrap the env in a :class:`~londi.switch_env.SwitchEnv` with the
+2. Load QUICK and DEEPTHINK, wrap the env in a :class:`~londi.switch.env.SwitchEnv` with the
    chosen features, per-call cost and (optionally) hard budget.
-3. Build :class:`~londi.learner.LondiDQN` (or resume it from the run folder's checkpoint).
+3. Build :class:`~londi.learn.dqn.LondiDQN` (or resume it from the run folder's checkpoint).
 4. ``learn`` with a progress bar, CSV and TensorBoard logs, periodic checkpoints (weights,
    replay buffer, lambda, RNG states and step counter), all written atomically.
 5. Save ``model.zip``; a switch is loaded back with :func:`load_switch`.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 import random
 import time
 from collections.abc import Sequence
@@ -26,22 +25,34 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 
-from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK
-from londi.ensemble import SwitchEnsemble
+from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK, load_policy
+from londi.core.errors import ConfigError, LondiError, UnknownChoiceError
+from londi.core.io import atomic_write_json, read_json
+from londi.core.seeds import rng_seed, training_env_seed, training_seeds
 from londi.envs import DEFAULT_ENV_ID, env_ids
-from londi.errors import ConfigError, LondiError, UnknownChoiceError
-from londi.features import ENCODERS, reads_oracle
-from londi.io import atomic_write_bytes, atomic_write_json, read_json
-from londi.learner import LondiDQN
-from londi.seeds import rng_seed, training_env_seed
-from londi.selection import LAST_MODEL_FILE, SELECTION_PURPOSE, BestSwitchCallback, finish_selection
-from londi.switch_card import check_observation_dim, check_policies, describe_switch, read_description, write_description
+from londi.learn.callbacks import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    MODEL_FILE,
+    ResumableCheckpoint,
+    TqdmCallback,
+    load_checkpoint,
+)
+from londi.learn.dqn import LondiDQN
+from londi.learn.ensemble import SwitchEnsemble
+from londi.learn.selection import LAST_MODEL_FILE, SELECTION_PURPOSE, BestSwitchCallback, finish_selection
+from londi.switch.card import (
+    check_observation_dim,
+    check_policies,
+    describe_switch,
+    read_description,
+    write_description,
+)
+from londi.switch.features import ENCODERS, reads_oracle
+from londi.switch.rollout import build_switch_env
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.zip"
-CHECKPOINT_DIR = "checkpoint"
 #: ``TrainConfig.select_every`` for runs with a per-call cost or a hard budget.
 DEFAULT_SELECT_EVERY = 2000
 
@@ -58,15 +69,13 @@ class TrainConfig:
     """DEEPTHINK model: a shipped name or a checkpoint folder."""
     features: str = "quick+goal+choice"
     """Switch features: quick, choice, goal, bow, minilm, oracle (**an oracle**: the expert's label,
-    for controlled experiments only), or a '+' combination. QUICK's own signals
-    (entropy, margin, hidden state) alone left the first pair's switch calling DEEPTHINK almost
-    nowhere; where the goal shows up in the observation gave it the cue QUICK misses, and the
-    action QUICK proposes (``choice``) the one it needs to overrule a bad draw (docs/benchmarks.md,
-    "The learner")."""
+    for controlled experiments only), or a '+' combination. QUICK's own signals (entropy,
+    margin, hidden state) miss what QUICK gets wrong; where the goal shows up in the observation
+    and the action QUICK proposes give the switch the cue to overrule it (the measurements are
+    in docs/benchmarks.md, "The learner")."""
     cost: float = 0.05
-    """Per-call cost c of DEEPTHINK, in reward units (>= 0). 0.05 is the demo's: on the default
-    pair it kept 0.956x always-DEEPTHINK's success with DEEPTHINK on 22% of the steps and 0.47x
-    its device-seconds, pooled over three seeds (docs/benchmarks.md, "The default pair")."""
+    """Per-call cost c of DEEPTHINK, in reward units (>= 0); the demo's, chosen on the validation
+    seed (docs/benchmarks.md, "The default pair")."""
     budget: int | None = None
     """Hard cap B on DEEPTHINK calls per episode (LONDI-B); None for no cap."""
     cost_limit: float | None = None
@@ -81,7 +90,7 @@ class TrainConfig:
     """Environment steps of training."""
     seed: int = 0
     """One seed for env, switch, LMs and exploration (any non-negative integer). The first
-    training episode is env seed :func:`~londi.seeds.training_env_seed` (the seed itself for
+    training episode is env seed :func:`~londi.core.seeds.training_env_seed` (the seed itself for
     0-9), later ones continue the env's random stream; never a held-out episode."""
     learning_rate: float = 1e-3
     """Adam step size of the Q-network."""
@@ -96,14 +105,11 @@ class TrainConfig:
     DEEPTHINK call pays off only at the goal, so the horizon must reach it (0.95**25 = 0.28,
     0.99**25 = 0.78)."""
     n_steps: int = 1
-    """n-step targets for the reward and cost values (1: one-step DQN targets). With the first
-    pair (``quick``, ``deepthink``: long episodes, a weak QUICK) 16-step sums carried the goal's
-    reward back to the switch decisions that earned it far faster (docs/benchmarks.md, "n-step
-    targets and goal features"). With the default pair episodes are short, and an n-step sum
-    under epsilon-greedy exploration also counts the random calls of the next steps, which spend
-    the budget a capped switch is weighing: one-step targets made LONDI-B at B = 4 reach 0.892
-    against 0.843 with 16 (three seeds), and LONDI far more frugal (docs/benchmarks.md, "The
-    default pair" and "A stronger pair")."""
+    """n-step targets for the reward and cost values (1: one-step DQN targets). Long episodes with
+    a sparse reward (the first pair's) want longer sums, which carry the goal's reward back to the
+    decisions that earned it; with short episodes an n-step sum under epsilon-greedy exploration
+    also counts the random calls of the next steps, which spend the budget a capped switch is
+    weighing (docs/benchmarks.md, "The default pair" and "n-step targets and goal features")."""
     train_freq: int = 1
     """Gradient step every this many env steps."""
     target_update_interval: int = 250
@@ -119,14 +125,14 @@ class TrainConfig:
     select_every: int | None = None
     """Env steps between evaluations of the greedy switch on selection episodes; the run keeps
     the weights with the best objective (mean return - c * calls) as ``model.zip`` and the last
-    ones as ``last_model.zip`` (see :mod:`londi.selection`). ``None`` (the default) means 2000
+    ones as ``last_model.zip`` (see :mod:`londi.learn.selection`). ``None`` (the default) means 2000
     for a run with a per-call cost or a hard budget and 0 for a Lagrangian limit (its weight
     moves during training and is calibrated afterwards); 0 keeps the last weights. A run of at
     most this many steps has one candidate and keeps it without selection episodes. Config
     files written before this field existed load with 0, which is how they ran."""
     select_episodes: int = 120
-    """Selection episodes per evaluation (env seeds below the held-out block, the same each time).
-    With 60 episodes every 1000 steps the pick was noisier, with more calls (docs/benchmarks.md)."""
+    """Selection episodes per evaluation (training env seeds, the same each time; fewer made the
+    pick noisier, docs/benchmarks.md "Keeping the best weights")."""
 
     def __post_init__(self) -> None:
         if self.select_every is None:
@@ -204,78 +210,6 @@ def seed_everything(seed: int) -> None:
     th.manual_seed(seed)
 
 
-class TqdmCallback(BaseCallback):
-    """A tqdm progress bar over training steps (SB3's own needs ``rich``)."""
-
-    def __init__(self, total: int, initial: int = 0, desc: str = "train switch") -> None:
-        super().__init__()
-        self.total, self.initial, self.desc = total, initial, desc
-        self.bar = None
-
-    def _on_training_start(self) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total, initial=self.initial, desc=self.desc, leave=False)
-
-    def _on_step(self) -> bool:
-        self.bar.update(self.training_env.num_envs)
-        return True
-
-    def _on_training_end(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class ResumableCheckpoint(BaseCallback):
-    """Every ``every`` steps, save what a resumed run needs: weights and optimiser
-    (``model.zip``), the replay buffer, lambda and the RNG states. Each file is written
-    atomically and the set is committed by writing ``state.json`` last."""
-
-    def __init__(self, folder: Path, every: int) -> None:
-        super().__init__()
-        self.folder, self.every = folder, every
-
-    def _on_step(self) -> bool:
-        if self.every and self.num_timesteps % self.every == 0:
-            save_checkpoint(self.model, self.folder)
-        return True
-
-
-def save_checkpoint(model: LondiDQN, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".model.zip.tmp"
-    model.save(tmp)
-    os.replace(tmp, folder / "model.zip")
-    buf = pickle.dumps(model.replay_buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    atomic_write_bytes(folder / "replay_buffer.pkl", buf)
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": th.get_rng_state()}
-    atomic_write_bytes(folder / "rng.pkl", pickle.dumps(rng))
-    atomic_write_json(folder / "state.json", {"num_timesteps": int(model.num_timesteps),
-                                               "lambda": model.lagrangian_multiplier})
-
-
-def _load_checkpoint(folder: Path, env: Any) -> LondiDQN | None:
-    state_file = folder / "state.json"
-    if not state_file.is_file():
-        return None
-    state = read_json(state_file)
-    try:
-        model = LondiDQN.load(folder / "model.zip", env=env)
-        with open(folder / "replay_buffer.pkl", "rb") as f:
-            model.replay_buffer = pickle.load(f)
-        with open(folder / "rng.pkl", "rb") as f:
-            rng = pickle.load(f)
-    except Exception as exc:
-        raise LondiError(f"the checkpoint in {folder} is corrupt ({exc}); delete it to start over") from None
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    th.set_rng_state(rng["torch"])
-    model.lagrangian_multiplier = float(state["lambda"])
-    model._sync_cost_weight()
-    logger.info("resuming from %s at step %d", folder, model.num_timesteps)
-    return model
-
-
 def build_learner(config: TrainConfig, env: Any, *, tensorboard: bool = True) -> LondiDQN:
     return LondiDQN(
         env=env,
@@ -314,8 +248,6 @@ def train_switch(
     config's names). Running the same command again after a crash resumes from the last
     checkpoint in ``run_dir``; a finished run (``model.zip`` present) is loaded, not retrained.
     """
-    from londi.baselines import training_seeds
-    from londi.evaluate import build_switch_env
 
     config.validate()
     if reads_oracle(config.features):
@@ -331,7 +263,6 @@ def train_switch(
     else:
         atomic_write_json(cfg_path, config.to_dict())
     if quick is None or deepthink is None:
-        from londi.agents.lm import load_policy
 
         quick = quick or load_policy(config.quick)
         deepthink = deepthink or load_policy(config.deepthink)
@@ -347,11 +278,11 @@ def train_switch(
         return LondiDQN.load(run_dir / MODEL_FILE, env=env)
     seed_everything(rng_seed(config.seed))
     ckpt = run_dir / CHECKPOINT_DIR
-    model = _load_checkpoint(ckpt, env)
+    model = load_checkpoint(ckpt, env)
     if model is None:
         model = build_learner(config, env)
     # SB3 seeded the env's first reset with the learner's seed; training starts on its own env
-    # seed instead (the same for run seeds 0-9), never a held-out episode (see londi.seeds)
+    # seed instead (the same for run seeds 0-9), never a held-out episode (see londi.core.seeds)
     model.get_env().seed(training_env_seed(config.seed))
     done = int(model.num_timesteps)
     log_formats = ["csv", "tensorboard"]
@@ -392,8 +323,8 @@ def load_switch(run_dir: str | Path, *, quick: Any = None, deepthink: Any = None
     """Load a trained switch and its config from a run folder, with clear errors.
 
     Given ``quick`` / ``deepthink``, checks them against the policies the switch was trained
-    with (its ``switch.json``, see :mod:`londi.switch_card`): a mismatch raises
-    :class:`~londi.errors.ConfigError` unless ``allow_policy_mismatch``.
+    with (its ``switch.json``, see :mod:`londi.switch.card`): a mismatch raises
+    :class:`~londi.core.errors.ConfigError` unless ``allow_policy_mismatch``.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -421,7 +352,7 @@ _MEMBER_FIELDS = ("seed", "checkpoint_every", "select_every", "select_episodes")
 def load_switches(run_dirs: str | Path | Sequence[str | Path], *, call_cost: float | None = None,
                   quick: Any = None, deepthink: Any = None,
                   allow_policy_mismatch: bool = False) -> tuple[LondiDQN | SwitchEnsemble, TrainConfig]:
-    """Load one trained switch, or several as a :class:`~londi.ensemble.SwitchEnsemble`.
+    """Load one trained switch, or several as a :class:`~londi.learn.ensemble.SwitchEnsemble`.
 
     Args:
         run_dirs: a run folder, several as ``"RUN1,RUN2"``, or a sequence of folders. Members
@@ -457,4 +388,4 @@ def load_switches(run_dirs: str | Path | Sequence[str | Path], *, call_cost: flo
     return switch, config
 
 
-__all__ = ["TrainConfig", "default_run_dir", "load_switch", "load_switches", "save_checkpoint", "train_switch"]
+__all__ = ["TrainConfig", "default_run_dir", "load_switch", "load_switches", "train_switch"]

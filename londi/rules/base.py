@@ -1,18 +1,21 @@
 """Switch rules: anything that decides, step by step, whether QUICK or DEEPTHINK acts.
 
-A :class:`SwitchRule` reads the :class:`~londi.switch_env.SwitchEnv` observation (and, if it
-wants, the env itself: QUICK's answer, the text observation, the accounting) and returns ``0``
-(QUICK) or ``1`` (DEEPTHINK). The learned LONDI switch, the fixed ends of the curve and every
-baseline share this interface, so they are evaluated by the same loop on the same episodes.
+A :class:`SwitchRule` reads the switch observation (the feature vector and the action mask)
+and a :class:`~londi.switch.context.StepContext` (QUICK's answer, the text observation, the
+accounting, the budget left), never the env, and returns ``0`` (QUICK) or ``1`` (DEEPTHINK).
+The learned LONDI switch, the fixed ends of the curve and every baseline share this interface, so they are evaluated by the same loop on the same episodes.
 """
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from londi.switch_env import DEEPTHINK, QUICK, SwitchEnv
+from londi.agents.base import TextPolicy
+from londi.switch.accounting import DEEPTHINK, QUICK
+from londi.switch.context import StepContext
 
 
 class SwitchRule(abc.ABC):
@@ -31,7 +34,7 @@ class SwitchRule(abc.ABC):
         """Start of an episode."""
 
     @abc.abstractmethod
-    def choose(self, obs: dict[str, np.ndarray], env: SwitchEnv) -> int:
+    def choose(self, obs: dict[str, np.ndarray], ctx: StepContext) -> int:
         """``0`` for QUICK, ``1`` for DEEPTHINK."""
 
     def observe(self, info: dict[str, Any]) -> None:  # noqa: B027 - optional hook
@@ -43,7 +46,7 @@ class AlwaysQuick(SwitchRule):
 
     name = "always-quick"
 
-    def choose(self, obs: dict[str, np.ndarray], env: SwitchEnv) -> int:
+    def choose(self, obs: dict[str, np.ndarray], ctx: StepContext) -> int:
         return QUICK
 
 
@@ -52,12 +55,12 @@ class AlwaysDeepthink(SwitchRule):
 
     name = "always-deepthink"
 
-    def choose(self, obs: dict[str, np.ndarray], env: SwitchEnv) -> int:
+    def choose(self, obs: dict[str, np.ndarray], ctx: StepContext) -> int:
         return DEEPTHINK if obs["action_mask"][DEEPTHINK] > 0.5 else QUICK
 
 
 class LearnedSwitch(SwitchRule):
-    """A trained :class:`~londi.learner.LondiDQN` (or :class:`~londi.ensemble.SwitchEnsemble`),
+    """A trained :class:`~londi.learn.dqn.LondiDQN` (or :class:`~londi.learn.ensemble.SwitchEnsemble`),
     acting greedily.
 
     Args:
@@ -73,8 +76,28 @@ class LearnedSwitch(SwitchRule):
         # the learner's direct greedy path where it has one (LondiDQN); SB3's predict otherwise
         self._greedy = getattr(model, "greedy_action", None)
 
-    def choose(self, obs: dict[str, np.ndarray], env: SwitchEnv) -> int:
+    def choose(self, obs: dict[str, np.ndarray], ctx: StepContext) -> int:
         if self._greedy is not None:
             return self._greedy(obs)
         action, _ = self.model.predict(obs, deterministic=True)
         return int(action)
+
+
+@dataclass
+class Method:
+    """A method to evaluate: a rule and the LM pair it switches between.
+
+    Attributes:
+        rule: the switch rule.
+        quick, deepthink: the LM pair.
+        budget: hard cap on DEEPTHINK calls per episode (``None``: none).
+        kind: the registry name of the method that built it (``londi.evaluation.registry``),
+            through which the evaluation reads the rule's ``info()``; ``None`` for a method
+            made by hand, which is looked up by its rule's name.
+    """
+
+    rule: SwitchRule
+    quick: TextPolicy
+    deepthink: TextPolicy
+    budget: int | None = None
+    kind: str | None = None

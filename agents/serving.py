@@ -23,7 +23,7 @@ Generation
 Accounting
     Each response has OpenAI's ``usage`` and llama.cpp's ``timings`` (``prompt_n``,
     ``prompt_ms``, ``predicted_n``, ``predicted_ms``), whose times are the device time measured
-    the LONDI way (:func:`londi.meter.device_timer`: CUDA events on a GPU, process CPU time on
+    the LONDI way (:func:`londi.core.meter.device_timer`: CUDA events on a GPU, process CPU time on
     the CPU); ``HTTPPolicy`` reports their sum as the call's ``device_seconds``.
 
 Fault injection (for testing fallbacks; they apply to the two completion endpoints only)
@@ -37,7 +37,7 @@ Fault injection (for testing fallbacks; they apply to the two completion endpoin
 Examples::
 
     londi serve --model runs/lm/deepthink --port 8000
-    python -m londi.serve --model runs/lm/quick --port 8001 --fail-every 3
+    python -m londi.agents.serving --model runs/lm/quick --port 8001 --fail-every 3
 """
 
 import argparse
@@ -52,7 +52,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from londi.errors import ConfigError, LondiError
+from londi.core.errors import ConfigError, LondiError
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class CausalLMGenerator:
 
     def generate(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = ()) -> Generation:
         """Greedy completion of ``prompt``; thread-safe (requests are served one at a time)."""
-        from londi.meter import device_timer
+        from londi.core.meter import device_timer
 
         torch = self._torch
         ids = self.tokenizer(prompt)["input_ids"]
@@ -471,7 +471,7 @@ def create_app(
 
 # ---------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``serve`` options to ``parser`` (shared by ``londi serve`` and ``python -m londi.serve``)."""
+    """Add the ``serve`` options to ``parser`` (shared by ``londi serve`` and ``python -m londi.agents.serving``)."""
     parser.add_argument("--model", required=True, help="a Hugging Face causal-LM checkpoint folder (save_pretrained)")
     parser.add_argument("--served-model-name", default=None, help="the model id clients send (default: the folder's name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
@@ -577,8 +577,8 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m londi.serve --model PATH [...]``: the same options as ``londi serve``."""
-    parser = argparse.ArgumentParser(prog="python -m londi.serve", description=__doc__.split("\n\n")[0])
+    """``python -m londi.agents.serving --model PATH [...]``: the same options as ``londi serve``."""
+    parser = argparse.ArgumentParser(prog="python -m londi.agents.serving", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

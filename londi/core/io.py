@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from londi.core.errors import LondiError
+
 
 def _clean(obj: Any) -> Any:
     """JSON has no NaN or infinity: write them as null."""
@@ -48,7 +50,6 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     """Read a JSON file with an error that names the file when it is missing or corrupt."""
-    from londi.errors import LondiError
 
     path = Path(path)
     try:

@@ -24,7 +24,7 @@ action leaves it unchanged) and how many steps ago DEEPTHINK last acted. The las
 more than any state cue on BabyAI-Text: calls spread out in time (DEEPTHINK every other step)
 do as well as calling it at every step, so the switch must be able to see the spacing.
 
-The time spent computing features is the switch's own cost; :class:`~londi.switch_env.SwitchEnv`
+The time spent computing features is the switch's own cost; :class:`~londi.switch.env.SwitchEnv`
 meters it under the ``switch`` role.
 """
 from __future__ import annotations
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from londi.agents.base import Decision
+from londi.core.errors import UnknownChoiceError
 from londi.envs.base import TextObservation
-from londi.errors import UnknownChoiceError
 
 
 @dataclass(frozen=True)

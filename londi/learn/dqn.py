@@ -1,8 +1,8 @@
 """The switch learner: a stable-baselines3 DQN with separate reward and cost values.
 
 ``LondiDQN`` keeps two value estimates per switch action, ``Q_r(s, a)`` (task reward) and
-``Q_c(s, a)`` (expected discounted DEEPTHINK calls to come), in one network with two heads. It
-acts greedily on
+``Q_c(s, a)`` (expected discounted DEEPTHINK calls to come), in two networks that share no
+layer (:class:`RewardCostQNetwork`). It acts greedily on
 
     Q_r(s, a) - (c + lambda) * Q_c(s, a)
 
@@ -10,7 +10,7 @@ so changing the per-call cost ``c`` (or the multiplier ``lambda``) re-weights wh
 instead of throwing it away. The three LONDI variants are the same learner:
 
 * LONDI: ``call_cost=c``, no limit (lambda stays 0);
-* LONDI-B: a hard budget on the :class:`~londi.switch_env.SwitchEnv`; the action mask in the
+* LONDI-B: a hard budget on the :class:`~londi.switch.env.SwitchEnv`; the action mask in the
   observation is honoured in the greedy choice, in epsilon-exploration (and the warm-up before
   ``learning_starts``) and in the bootstrap target's max;
 * Lagrangian: ``cost_limit=L`` on the expected DEEPTHINK calls **per episode**; lambda >= 0 is
@@ -37,12 +37,25 @@ from stable_baselines3.common.type_aliases import TensorDict
 from stable_baselines3.dqn.policies import MultiInputPolicy, QNetwork
 from torch import nn
 
-from londi.errors import ConfigError
+from londi.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 MASK_KEY = "action_mask"
-_NEG = -1e9
+#: The score of a masked action: below any real ``Q_r - w * Q_c``.
+MASKED_SCORE = -1e9
+
+
+def masked_score(q_r: Any, q_c: Any, weight: Any, mask: Any = None) -> Any:
+    """``Q_r - w * Q_c``, with the actions that ``mask`` rules out (mask <= 0.5) at
+    :data:`MASKED_SCORE`: the one greedy rule of the learner's torch path, its numpy copy and
+    ensembles. Takes torch tensors or numpy arrays (``mask`` of the same shape, or ``None``)."""
+    score = q_r - weight * q_c
+    if mask is None:
+        return score
+    if isinstance(score, th.Tensor):
+        return th.where(mask > 0.5, score, th.full_like(score, MASKED_SCORE))
+    return np.where(np.asarray(mask, dtype=np.float32).reshape(np.shape(score)) > 0.5, score, MASKED_SCORE)
 
 
 class CostReplayBufferSamples(NamedTuple):
@@ -167,11 +180,7 @@ class RewardCostQNetwork(QNetwork):
         return self.q_net(features), self.cost_net(features)
 
     def combined(self, q_r: th.Tensor, q_c: th.Tensor, obs: TensorDict) -> th.Tensor:
-        score = q_r - self.cost_weight * q_c
-        mask = obs.get(MASK_KEY) if isinstance(obs, dict) else None
-        if mask is not None:
-            score = th.where(mask > 0.5, score, th.full_like(score, _NEG))
-        return score
+        return masked_score(q_r, q_c, self.cost_weight, obs.get(MASK_KEY) if isinstance(obs, dict) else None)
 
     def forward(self, obs: TensorDict) -> th.Tensor:
         q_r, q_c = self.reward_cost_values(obs)
@@ -234,11 +243,7 @@ class _NumpyQNetwork:
 
     def greedy(self, observation: dict[str, np.ndarray]) -> int:
         q_r, q_c = self.values(observation)
-        score = q_r - np.float32(self.cost_weight) * q_c
-        mask = observation.get(MASK_KEY)
-        if mask is not None:
-            score = np.where(np.asarray(mask, dtype=np.float32).reshape(-1) > 0.5, score, _NEG)
-        return int(np.argmax(score))
+        return int(np.argmax(masked_score(q_r, q_c, np.float32(self.cost_weight), observation.get(MASK_KEY))))
 
 
 def _mask_of(observation: Any, n_actions: int) -> np.ndarray:
@@ -254,7 +259,7 @@ class LondiDQN(DQN):
 
     Args:
         policy: the policy class or name (default :class:`SwitchPolicy`).
-        env: a :class:`~londi.switch_env.SwitchEnv` (or a VecEnv of them).
+        env: a :class:`~londi.switch.env.SwitchEnv` (or a VecEnv of them).
         call_cost: ``c`` >= 0, the price of one DEEPTHINK call in reward units.
         cost_limit: ``L`` >= 0, a limit on the expected DEEPTHINK calls per episode, kept by a
             Lagrange multiplier; ``None`` for no limit.
@@ -324,6 +329,16 @@ class LondiDQN(DQN):
         super().__init__(policy, env, _init_setup_model=_init_setup_model, **kwargs)
 
     # ------------------------------------------------------------------ setup
+    @classmethod
+    def load(cls, path: Any, env: Any = None, device: Any = "auto", custom_objects: dict[str, Any] | None = None,
+             **kwargs: Any) -> LondiDQN:
+        """SB3's ``load``, with LONDI's own classes given rather than unpickled: a switch saved
+        before the package was reorganised (``londi.learner``) names classes that moved, and
+        these are the only LONDI objects in a saved switch."""
+        known = {"policy_class": SwitchPolicy, "replay_buffer_class": CostReplayBuffer}
+        return super().load(path, env=env, device=device, custom_objects={**known, **(custom_objects or {})},
+                            **kwargs)
+
     def _setup_model(self) -> None:
         super()._setup_model()
         if not isinstance(self.observation_space, spaces.Dict):

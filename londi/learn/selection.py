@@ -12,7 +12,7 @@ set of *selection* episodes and keeps the weights with the best objective::
 the quantity the switch is trained to maximise, measured without exploration. For LONDI-B the
 selection env has the same hard cap, so J never counts a call the cap forbids.
 
-Selection episodes use env seeds from :func:`~londi.baselines.training_seeds` (below the
+Selection episodes use env seeds from :func:`~londi.core.seeds.training_seeds` (below the
 held-out block, so the held-out evaluation stays untouched), the same seeds at every
 evaluation (common random numbers: checkpoints are compared on the same games, and a seeded
 episode reseeds the LMs' samplers). They are played by copies of the LM pair, so they do not
@@ -22,14 +22,14 @@ it replays a sampling model's first draw whenever a state repeats, which turns a
 sampling would leave into one it never leaves, and so scores the switch on other games than
 the ones it will play.
 
-It is on by default (:attr:`~londi.train.TrainConfig.select_every` 2000 steps, 120 episodes)
+It is on by default (:attr:`~londi.learn.train.TrainConfig.select_every` 2000 steps, 120 episodes)
 for runs with a per-call cost or a hard budget: on the first pair it lifted the mean of three
 training seeds and cut their calls on both the validation and the benchmark episodes
 (docs/benchmarks.md, "Keeping the best weights").
 
 Files in the run folder: ``best_model.zip`` (the best weights so far), ``last_model.zip`` (the
 weights at the end of training) and ``selection.json`` (every evaluation, the best step and
-the metered cost). ``model.zip``, what :func:`~londi.train.load_switch` reads, is the best one.
+the metered cost). ``model.zip``, what :func:`~londi.learn.train.load_switch` reads, is the best one.
 """
 from __future__ import annotations
 
@@ -44,7 +44,11 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from londi.io import atomic_write_json, read_json
+from londi.core.io import atomic_write_json, read_json
+from londi.learn.callbacks import MODEL_FILE
+from londi.rules import LearnedSwitch
+from londi.rules.offline import OfflineCost, offline_run
+from londi.switch.rollout import build_switch_env
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +145,6 @@ class BestSwitchCallback(BaseCallback):
 
     # ------------------------------------------------------------------ evaluation
     def _setup(self) -> None:
-        from londi.baselines import OfflineCost
-        from londi.evaluate import build_switch_env
-        from londi.rules import LearnedSwitch
 
         quick, deepthink = (_copy_policy(p) for p in self._pair)
         self._env = build_switch_env(self.env_id, quick, deepthink, features=self.features,
@@ -155,7 +156,6 @@ class BestSwitchCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, Any]:
         """Play the selection episodes with the current weights; record them, keep them if best."""
-        from londi.baselines import offline_run
 
         if self._env is None:
             self._setup()
@@ -202,7 +202,6 @@ class BestSwitchCallback(BaseCallback):
 
 def finish_selection(run_dir: Path) -> None:
     """Make the best weights the run's ``model.zip`` (the last ones stay in ``last_model.zip``)."""
-    from londi.train import MODEL_FILE
 
     best = run_dir / BEST_MODEL_FILE
     if not best.is_file():

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from londi.agents.base import policy_fingerprint
-from londi.errors import ConfigError, LondiError
-from londi.io import atomic_write_json, read_json
+from londi.core.errors import ConfigError, LondiError
+from londi.core.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ ROLES = ("quick", "deepthink")
 
 
 def step_limit(env: Any) -> int | None:
-    """The step limit that ``env`` (a :class:`~londi.switch_env.SwitchEnv`) normalised its step
+    """The step limit that ``env`` (a :class:`~londi.switch.env.SwitchEnv`) normalised its step
     feature by, or ``None`` when it has not played yet or the limit changed between episodes
     (a level mix whose levels have their own limits)."""
     seen = sorted(env.step_limits_seen)
@@ -35,8 +35,8 @@ def step_limit(env: Any) -> int | None:
 
 
 def describe_switch(config: Any, env: Any) -> dict[str, Any]:
-    """The description of a switch trained by ``config`` (a :class:`~londi.train.TrainConfig`)
-    on ``env`` (its :class:`~londi.switch_env.SwitchEnv`).
+    """The description of a switch trained by ``config`` (a :class:`~londi.learn.train.TrainConfig`)
+    on ``env`` (its :class:`~londi.switch.env.SwitchEnv`).
 
     ``max_steps`` is the one step limit of the training episodes (``None`` until the env has
     played, or when it differed between episodes; ``step_limits`` then lists them)."""
@@ -93,7 +93,7 @@ def _label(fingerprint: dict[str, Any]) -> str:
 
 def check_policies(run_dir: str | Path, description: dict[str, Any] | None, *, quick: Any = None,
                    deepthink: Any = None, allow_policy_mismatch: bool = False) -> None:
-    """Raise :class:`~londi.errors.ConfigError` when ``quick`` / ``deepthink`` are not the
+    """Raise :class:`~londi.core.errors.ConfigError` when ``quick`` / ``deepthink`` are not the
     policies the switch in ``run_dir`` was trained with (``None`` skips a role)."""
     if description is None:
         logger.warning("%s has no %s (saved before switches described themselves): the policies it was "

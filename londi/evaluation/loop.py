@@ -1,6 +1,6 @@
 """Evaluation: run switch rules on the same held-out episodes and summarise them.
 
-Seeds (:mod:`londi.seeds`). One run seed ``s`` (any non-negative integer) drives everything.
+Seeds (:mod:`londi.core.seeds`). One run seed ``s`` (any non-negative integer) drives everything.
 Evaluation episode ``i`` of run seed ``s`` in 0-9 uses env seed ``HELDOUT_SEED_BASE + s *
 SEED_STRIDE + i`` (the held-out block ``[500_000, 600_000)``, as always, so that
 docs/benchmarks.md stays reproducible); run seeds from 10 up use their own block from ``2**40``
@@ -9,108 +9,26 @@ results (a cost weight, a feature set) are made on its episodes, and the benchma
 seeds 0-2, which such choices never see. Nothing is ever trained, selected or calibrated on a
 held-out episode of any run seed: the shipped LMs are trained on env seeds from 1,000,000 up
 (``scripts/train_lms.py``, below ``2**40``), baselines, selection and calibration draw seeds
-below :data:`HELDOUT_SEED_BASE` (:func:`~londi.seeds.training_seeds`), and switch training
-starts on :func:`~londi.seeds.training_env_seed` and continues the env's own random stream.
+below :data:`HELDOUT_SEED_BASE` (:func:`~londi.core.seeds.training_seeds`), and switch training
+starts on :func:`~londi.core.seeds.training_env_seed` and continues the env's own random stream.
 Every method of one evaluation sees exactly the same episodes.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from londi.agents.base import TextPolicy
-from londi.envs import DEFAULT_ENV_ID, make_env
-from londi.errors import EndpointFailureError
-from londi.features import reads_oracle
-from londi.meter import CallRecord, device_timer
-from londi.metrics import EpisodeStats, summarize
-from londi.rules import SwitchRule
-# the seed scheme; re-exported here, where it used to live
-from londi.seeds import HELDOUT_SEED_BASE, SEED_STRIDE, VALIDATION_SEED, heldout_seeds  # noqa: F401
-from londi.switch_env import SwitchEnv
+from londi.core.errors import EndpointFailureError
+from londi.core.seeds import heldout_seeds
+from londi.envs import DEFAULT_ENV_ID
+from londi.evaluation.metrics import EpisodeStats, summarize
+from londi.evaluation.registry import is_oracle_method, method_info
+from londi.rules.base import Method
+from londi.switch.features import reads_oracle
+from londi.switch.rollout import build_switch_env, run_rule
 
 logger = logging.getLogger(__name__)
-
-
-def build_switch_env(
-    env_id: str,
-    quick: TextPolicy,
-    deepthink: TextPolicy,
-    *,
-    features: str | None = "quick",
-    call_cost: float = 0.0,
-    budget: int | None = None,
-    env_kwargs: dict[str, Any] | None = None,
-) -> SwitchEnv:
-    """A :class:`SwitchEnv` over the env ``env_id`` (gymnasium's checker wrappers removed)."""
-    base = make_env(env_id, disable_env_checker=True, **(env_kwargs or {}))
-    return SwitchEnv(base, quick, deepthink, features=features, call_cost=call_cost, budget=budget)
-
-
-def episode_stats(info: dict[str, Any]) -> EpisodeStats:
-    """An :class:`EpisodeStats` from the last step's ``info`` of an episode."""
-    acc = info["accounting"]
-    labelled = acc.oracle_labelled_steps > 0
-    return EpisodeStats(
-        success=bool(info.get("success", False)),
-        episode_return=acc.env_return,
-        steps=acc.steps,
-        quick_calls=acc.calls["quick"],
-        deepthink_calls=acc.calls["deepthink"],
-        device_seconds=dict(acc.device_seconds),
-        quick_oracle_disagreements=acc.oracle_disagreements if labelled else None,
-        taken_oracle_disagreements=acc.taken_oracle_disagreements if info.get("oracle_action") is not None or labelled else None,
-    )
-
-
-def run_rule(
-    rule: SwitchRule,
-    env: SwitchEnv,
-    seeds: Sequence[int],
-    *,
-    progress: bool = True,
-    desc: str | None = None,
-    on_episode: Callable[[int, EpisodeStats, dict[str, Any]], None] | None = None,
-) -> list[EpisodeStats]:
-    """Run ``rule`` on one episode per seed; the rule's own decision time is metered as switch cost."""
-    out: list[EpisodeStats] = []
-    faults = 0
-    for i, s in enumerate(tqdm(seeds, desc=desc or rule.name, disable=not progress, leave=False)):
-        obs, info = env.reset(seed=int(s))
-        rule.reset()
-        done = False
-        while not done:
-            with device_timer("cpu") as t:
-                choice = rule.choose(obs, env)
-            env.add_switch_cost(CallRecord(model=f"rule:{rule.name}", device_seconds=t.device_seconds,
-                                           wall_seconds=t.wall_seconds))
-            obs, _, terminated, truncated, info = env.step(choice)
-            rule.observe(info)
-            done = terminated or truncated
-        stats = episode_stats(info)
-        acc = info["accounting"]
-        faults += acc.policy_errors + acc.env_errors
-        out.append(stats)
-        if on_episode is not None:
-            on_episode(i, stats, info)
-    if faults:
-        logger.warning("%s: %d policy/env faults over %d episodes (counted in results)", rule.name, faults, len(seeds))
-    return out
-
-
-@dataclass
-class Method:
-    """A method to evaluate: a rule and the LM pair it switches between."""
-
-    rule: SwitchRule
-    quick: TextPolicy
-    deepthink: TextPolicy
-    budget: int | None = None
 
 
 def evaluate_methods(
@@ -150,15 +68,12 @@ def evaluate_methods(
         # failed or timed-out model calls (fallbacks included), env crashes, non-admissible answers
         # and DEEPTHINK requests refused by the hard budget, in total over the episodes
         entry["faults"] = faults
-        from londi.baselines import rule_offline_info
-
         # calibration / router training and their cost, metered apart from the evaluation
-        entry.update(rule_offline_info(m.rule))
+        entry.update(method_info(m))  # after the evaluation: e.g. the heuristic's trigger counts
         entry["wall_seconds"] = time.perf_counter() - t0
         if m.budget is not None:
             entry["budget"] = m.budget
-        if (getattr(m.rule, "is_oracle", False) or getattr(m.quick, "is_oracle", False)
-                or reads_oracle(getattr(m.rule, "features", None))):
+        if is_oracle_method(m) or getattr(m.quick, "is_oracle", False) or reads_oracle(m.rule.features):
             entry["oracle"] = True  # an oracle rule, an oracle QUICK, or a switch that reads the expert's label
         results["methods"][name] = entry
         logger.info("%s: success %.3f, DEEPTHINK call frac %.3f", name, entry["success"], entry["deepthink_call_frac"])

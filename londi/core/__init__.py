@@ -1,0 +1,2 @@
+"""Leaves: modules that import nothing from the rest of LONDI (errors, atomic I/O, the meter,
+seeds, argument checks). Every other layer may import them."""

@@ -1,0 +1,398 @@
+"""``londi sweep CONFIG --out DIR``: run a grid of methods x parameters x seeds, resumably.
+
+Each cell of the grid (one method, one parameter setting, one run seed) is evaluated on the
+held-out episodes of its seed (:func:`londi.evaluation.loop.heldout_seeds`) and writes
+``DIR/cells/<method>__<params>__seed<k>/config.json`` (the resolved cell config, first) and
+``results.json`` (last), both atomically. A cell whose ``results.json`` exists is finished and
+never run again, so a sweep that was stopped (Ctrl-C, a crash, ``--max-cells``) is continued
+by running the same command. LONDI cells train their switch into the cell folder
+(``switch/``), which :func:`londi.learn.train.train_switch` resumes from its last checkpoint. Cells
+run in ``--workers`` processes (default 2; 1 runs them in this process); a cell that fails
+writes ``error.txt`` and the others go on. At the end ``londi report`` is written to ``DIR``.
+
+The config file format and its validation (:func:`load_config`, :class:`CellSpec`) are in
+:mod:`londi.evaluation.sweep_config`; they are re-exported here.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from londi.agents.lm import load_policy
+from londi.core.errors import ConfigError, LondiError
+from londi.core.io import atomic_write_json, atomic_write_text, read_json
+from londi.evaluation.loop import evaluate_methods
+from londi.evaluation.registry import build_method
+from londi.evaluation.report import write_report
+from londi.evaluation.sweep_config import (
+    CORE_METHODS,
+    METHODS,
+    SWEEP_KEYS,
+    TOP_KEYS,
+    CellSpec,
+    SweepConfig,
+    load_config,
+    method_keys,
+)
+from londi.learn.callbacks import CONFIG_FILE as RUN_CONFIG_FILE
+from londi.learn.callbacks import MODEL_FILE
+from londi.learn.train import TrainConfig, load_switch, train_switch
+
+logger = logging.getLogger(__name__)
+
+#: A LONDI cell's trained switch, inside its cell folder (shared by cells with the same training config).
+SWITCH_DIR = "switch"
+
+CELLS_DIR = "cells"
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+ERROR_FILE = "error.txt"
+
+PolicyFactory = Callable[[str, str], tuple[Any, Any]]
+
+
+# ------------------------------------------------------------------------------------ policies
+def load_lm_pair(quick: str, deepthink: str) -> tuple[Any, Any]:
+    """The default policy factory: :func:`londi.agents.lm.load_policy` for both names."""
+
+    return load_policy(quick), load_policy(deepthink)
+
+
+def resolve_policy_factory(spec: str | PolicyFactory | None) -> PolicyFactory:
+    """A policy factory from ``"module:function"``, a callable, or ``None`` (the shipped loader)."""
+    if spec is None:
+        return load_lm_pair
+    if callable(spec):
+        return spec
+    module_name, _, attr = str(spec).partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LondiError(f"policy_factory {spec!r}: cannot import {module_name!r} ({exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise LondiError(f"policy_factory {spec!r}: {module_name} has no callable {attr!r}")
+    return factory
+
+
+#: Policies already loaded in this process, per (factory, quick, deepthink).
+_POLICY_CACHE: dict[tuple[Any, str, str], tuple[Any, Any]] = {}
+
+
+def _policies(factory: PolicyFactory, quick: str, deepthink: str) -> tuple[Any, Any]:
+    key = (factory, quick, deepthink)
+    if key not in _POLICY_CACHE:
+        _POLICY_CACHE[key] = factory(quick, deepthink)
+    return _POLICY_CACHE[key]
+
+
+# ------------------------------------------------------------------------------------ one cell
+def cell_dir(out: str | os.PathLike[str], cell: CellSpec) -> Path:
+    return Path(out) / CELLS_DIR / cell.name
+
+
+def is_finished(folder: Path) -> bool:
+    """A cell is finished when its ``results.json`` exists and reads as a results file."""
+    path = folder / RESULTS_FILE
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return isinstance(data.get("methods"), dict) and data.get("valid", True) is not False
+    except (OSError, ValueError, AttributeError):
+        logger.warning("%s is unreadable; the cell will be run again", path)
+        return False
+
+
+def _trained_switch(cells_root: Path, config: Any) -> Path | None:
+    """The ``switch`` folder of another cell whose finished training used exactly ``config``."""
+
+    wanted = config.to_dict()
+    for run_dir in sorted(cells_root.glob(f"*/{SWITCH_DIR}")):
+        if not (run_dir / MODEL_FILE).is_file() or not (run_dir / RUN_CONFIG_FILE).is_file():
+            continue
+        try:
+            if TrainConfig.from_dict(read_json(run_dir / RUN_CONFIG_FILE)).to_dict() == wanted:
+                return run_dir
+        except Exception:  # an unreadable or foreign config: not a match
+            continue
+    return None
+
+
+def _build_method(cell: CellSpec, folder: Path, quick: Any, deepthink: Any) -> tuple[Any, dict[str, Any]]:
+    """The cell's method, built by the registry; a LONDI cell's switch is trained first (or taken
+    from another cell trained with the same config). Returns the method and the entries its
+    ``results.json`` adds (``train``)."""
+    options: dict[str, Any] = {"seed": cell.seed, "calibration_episodes": cell.calibration_episodes,
+                               **cell.options, **cell.params}
+    extra: dict[str, Any] = {}
+    if cell.method == "londi":
+        config = TrainConfig.from_dict(cell.train)
+        shared = _trained_switch(folder.parent, config)
+        if shared is not None and shared.parent != folder:
+            # e.g. the same switch evaluated at its trained cost and at calibrated rates
+            model, _ = load_switch(shared, quick=quick, deepthink=deepthink)
+            extra["train"] = {"steps": config.steps, "wall_seconds": 0.0,
+                              "run_dir": f"../{shared.parent.name}/{shared.name}", "shared": True}
+            logger.info("%s: uses the switch trained by %s (same training config)", cell.name, shared.parent.name)
+        else:
+            t0 = time.perf_counter()
+            model = train_switch(config, folder / SWITCH_DIR, quick=quick, deepthink=deepthink, progress=False)
+            model.get_env().close()  # evaluation builds its own env; stop this one's simulator now
+            extra["train"] = {"steps": config.steps, "wall_seconds": time.perf_counter() - t0,
+                              "run_dir": SWITCH_DIR}
+        for key in ("cost", "cost_limit"):  # training settings, in the switch's config already
+            options.pop(key, None)
+        # the rule's name keys its calibration seeds: the cell's label
+        options.update(switch=(model, config), name=cell.label)
+    method = build_method(cell.method, quick=quick, deepthink=deepthink, env_id=cell.env, progress=False, **options)
+    return method, extra
+
+
+def run_cell(cell: CellSpec, out: str | os.PathLike[str], factory: str | PolicyFactory | None = None) -> dict[str, Any]:
+    """Run one cell into ``out/cells/<name>/`` (config first, results last); returns a summary.
+
+    A finished cell is not run again. ``factory`` overrides the config's ``policy_factory``.
+    """
+
+    folder = cell_dir(out, cell)
+    if is_finished(folder):
+        return {"cell": cell.name, "status": "skipped"}
+    t0 = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / CONFIG_FILE, cell.to_config())
+    if cell.method == "expert":  # the expert (an oracle) plays alone: no LM to load
+        quick = deepthink = None
+    else:
+        quick, deepthink = _policies(resolve_policy_factory(factory if factory is not None else cell.policy_factory),
+                                     cell.quick, cell.deepthink)
+    method, extra = _build_method(cell, folder, quick, deepthink)
+    t1 = time.perf_counter()
+    results = evaluate_methods({cell.label: method}, env_id=cell.env, episodes=cell.episodes, seed=cell.seed,
+                               progress=False, extra={"sweep": cell.sweep, "cell": cell.name})
+    entry = results["methods"][cell.label]
+    entry.update(extra)  # the rule's info() is in the entry already (evaluate_methods reads it after the evaluation)
+    results["wall_seconds"] = {"build": t1 - t0, "eval": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+    atomic_write_json(folder / RESULTS_FILE, results)
+    (folder / ERROR_FILE).unlink(missing_ok=True)
+    return {"cell": cell.name, "status": "done", "success": entry["success"],
+            "deepthink_call_frac": entry["deepthink_call_frac"], "wall_seconds": results["wall_seconds"]["total"]}
+
+
+def _run_cell_guarded(cell: CellSpec, out: str, factory: Any) -> dict[str, Any]:
+    """:func:`run_cell` that reports a failure instead of raising (it writes ``error.txt``)."""
+    try:
+        return run_cell(cell, out, factory)
+    except Exception as exc:
+
+        text = "".join(traceback.format_exception(exc))
+        try:
+            atomic_write_text(cell_dir(out, cell) / ERROR_FILE, text)
+        except OSError:
+            pass
+        return {"cell": cell.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _init_worker(threads: int, level: int) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s [worker]: %(message)s")
+    import torch  # in the worker, where the cell's models run
+
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------ the grid
+@dataclass
+class SweepSummary:
+    """What :func:`run_sweep` did."""
+
+    total: int
+    skipped: list[str] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    remaining: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+    @property
+    def finished(self) -> bool:
+        return not self.failed and not self.remaining
+
+
+def _with_full_train(cell_config: dict[str, Any]) -> dict[str, Any]:
+    """``cell_config`` with its ``train`` entry read as a :class:`~londi.learn.train.TrainConfig`, so that
+    a cell written before a TrainConfig field existed compares by what it ran (the field's
+    meaning for old files, see ``TrainConfig.from_dict``)."""
+
+    train = cell_config.get("train")
+    if not isinstance(train, dict):
+        return cell_config
+    try:
+        full = TrainConfig.from_dict(train).to_dict()
+    except (LondiError, TypeError, ValueError):  # a foreign or broken entry: compared as written
+        return cell_config
+    return {**cell_config, "train": full}
+
+
+def _check_existing(config: SweepConfig, out: Path) -> None:
+    """Fail early if a cell folder holds a config that differs from this sweep's."""
+
+    for cell in config.cells:
+        path = cell_dir(out, cell) / CONFIG_FILE
+        if not path.is_file():
+            continue
+        saved = _with_full_train(read_json(path))
+        new = _with_full_train(cell.to_config())
+        if saved != new:
+            keys = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
+            raise ConfigError(f"{path.parent} was run with another config (differs in: {', '.join(keys)}); "
+                              "use another --out folder, or delete that cell folder to rerun it")
+
+
+def run_sweep(
+    config: SweepConfig | str | os.PathLike[str] | Mapping[str, Any],
+    out: str | os.PathLike[str],
+    *,
+    workers: int = 2,
+    max_cells: int | None = None,
+    policy_factory: str | PolicyFactory | None = None,
+    progress: bool = True,
+    report: bool | None = None,
+) -> SweepSummary:
+    """Run the unfinished cells of a sweep into ``out``; finished cells are skipped.
+
+    Args:
+        config: a :class:`SweepConfig`, a config file or a config dict.
+        out: the sweep folder (cells go to ``out/cells/``).
+        workers: processes running cells in parallel; 1 runs them in this process.
+        max_cells: run at most this many unfinished cells, then stop (rerun to continue).
+        policy_factory: overrides the config's ``policy_factory``: a callable
+            ``(quick, deepthink) -> (QUICK, DEEPTHINK)`` (picklable, i.e. a module-level
+            function, when ``workers > 1``) or ``"module:function"``.
+        progress: show a progress bar over cells.
+        report: write the report at the end (default: the config's ``report``).
+
+    With ``workers > 1`` the cells run in spawned processes, so a script that calls this must
+    guard its entry point with ``if __name__ == "__main__":`` (as for any ``multiprocessing``).
+    Each cell's ``results.json`` holds the evaluation entry of its method, plus, for baselines,
+    what the rule learned and the metered cost of its calibration/training episodes
+    (``offline_cost``, kept apart from the evaluation's numbers) and, for LONDI cells, the
+    training wall time (``train``).
+    """
+    from tqdm.auto import tqdm
+
+
+    if not isinstance(config, SweepConfig):
+        config = load_config(config)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if max_cells is not None and (isinstance(max_cells, bool) or not isinstance(max_cells, int) or max_cells < 0):
+        raise ConfigError(f"max_cells must be a non-negative integer, got {max_cells!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_existing(config, out)
+    factory = policy_factory if policy_factory is not None else config.policy_factory
+    if isinstance(factory, str):
+        resolve_policy_factory(factory)  # fail early on a bad import path
+    elif factory is not None and workers > 1:
+        try:
+            pickle.dumps(factory)
+        except Exception as exc:
+            raise ConfigError(f"policy_factory must be a module-level function to run with workers > 1 ({exc}); "
+                              "use workers=1") from None
+    atomic_write_json(out / "sweep.json", {"name": config.name, "description": config.description,
+                                           "env": config.env, "quick": config.quick, "deepthink": config.deepthink,
+                                           "episodes": config.episodes, "seeds": config.seeds,
+                                           "grid": config.grid, "cells": [c.name for c in config.cells]})
+    summary = SweepSummary(total=len(config.cells))
+    pending: list[CellSpec] = []
+    for cell in config.cells:
+        if is_finished(cell_dir(out, cell)):
+            summary.skipped.append(cell.name)
+        else:
+            pending.append(cell)
+    todo = pending if max_cells is None else pending[:max_cells]
+    summary.remaining = [c.name for c in pending[len(todo):]]
+    if summary.skipped:
+        logger.info("%d of %d cells already finished; running %d", len(summary.skipped), summary.total, len(todo))
+    bar = tqdm(total=summary.total, initial=len(summary.skipped), desc=f"sweep {config.name}", unit="cell",
+               disable=not progress)
+
+    def record(result: dict[str, Any]) -> None:
+        bar.update(1)
+        if result["status"] == "failed":
+            summary.failed[result["cell"]] = result["error"]
+            logger.error("cell %s failed: %s (see its %s)", result["cell"], result["error"], ERROR_FILE)
+        else:
+            summary.ran.append(result["cell"])
+
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for cell in todo:
+                bar.set_postfix_str(cell.name, refresh=False)
+                record(_run_cell_guarded(cell, str(out), factory))
+        else:
+            # the workers use this process's torch thread count (`londi --threads`), else share the cores
+            torch = sys.modules.get("torch")
+            threads = torch.get_num_threads() if torch is not None else max(1, (os.cpu_count() or 1) // workers)
+            ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started threads
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
+                                     initargs=(threads, logging.getLogger().level or logging.WARNING)) as pool:
+                futures: dict[Future, CellSpec] = {pool.submit(_run_cell_guarded, c, str(out), factory): c
+                                                   for c in todo}
+                try:
+                    not_done = set(futures)
+                    while not_done:
+                        done, not_done = wait(not_done, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            try:
+                                record(fut.result())
+                            except BrokenProcessPool as exc:
+                                record({"cell": futures[fut].name, "status": "failed",
+                                        "error": f"worker process died: {exc}"})
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    if report if report is not None else config.report:
+        summary.report = _write_report(out)
+    return summary
+
+
+def _write_report(out: Path) -> Path | None:
+
+    try:
+        return write_report(out)
+    except LondiError as exc:
+        logger.warning("no report written: %s", exc)
+        return None
+
+
+__all__ = [
+    "CORE_METHODS",
+    "METHODS",
+    "SWEEP_KEYS",
+    "TOP_KEYS",
+    "CellSpec",
+    "SweepConfig",
+    "SweepSummary",
+    "load_config",
+    "load_lm_pair",
+    "method_keys",
+    "resolve_policy_factory",
+    "run_cell",
+    "run_sweep",
+]
