@@ -34,7 +34,7 @@ import numpy as np
 
 from londi.agents.base import Decision
 from londi.agents.checkpoints import _read_policy_config
-from londi.agents.lm import HFPolicy
+from londi.agents.hf import HFPolicy
 from londi.envs.base import TextObservation
 
 #: Key of the filter's settings in a checkpoint's ``londi_policy.json``.

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from londi.agents.checkpoints import ENSEMBLE_FILE, verify_checksums
-from londi.agents.lm import HFPolicy, ScoringPolicy
+from londi.agents.hf import HFPolicy, ScoringPolicy
 from londi.core.errors import LondiError
 from londi.core.meter import estimate_flops
 from londi.envs.base import TextObservation

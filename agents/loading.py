@@ -6,6 +6,10 @@ import urllib.parse
 from typing import Any
 
 from londi.agents.base import TextPolicy
+from londi.agents.cache import CachedPolicy
+from londi.agents.fallback import FallbackPolicy
+from londi.agents.http import HTTPPolicy
+from londi.agents.lm import load_policy
 
 
 def load_text_policy(spec: str, *, role: str, fallback: TextPolicy | None = None, http_api: str = "chat",
@@ -20,9 +24,6 @@ def load_text_policy(spec: str, *, role: str, fallback: TextPolicy | None = None
     its choices; the checkpoints shipped here were trained without the list).
     """
     if spec.startswith(("http://", "https://")):
-        from londi.agents.cache import CachedPolicy
-        from londi.agents.fallback import FallbackPolicy
-        from londi.agents.http import HTTPPolicy
 
         host = urllib.parse.urlsplit(spec).netloc
         policy: TextPolicy = HTTPPolicy(base_url=spec, api=http_api, name=f"{role}@{host}",
@@ -32,6 +33,5 @@ def load_text_policy(spec: str, *, role: str, fallback: TextPolicy | None = None
         if fallback is not None:
             policy = FallbackPolicy(policy, fallback)
         return policy
-    from londi.agents.lm import load_policy
 
     return load_policy(spec, **kwargs)

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from londi.core.errors import ConfigError, LondiError
+from londi.core.meter import device_timer
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,6 @@ class CausalLMGenerator:
 
     def generate(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = ()) -> Generation:
         """Greedy completion of ``prompt``; thread-safe (requests are served one at a time)."""
-        from londi.core.meter import device_timer
 
         torch = self._torch
         ids = self.tokenizer(prompt)["input_ids"]

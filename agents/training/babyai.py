@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from londi.agents.prompt import build_prompt
 from londi.agents.training.rollout import Collected, Sample, rollin_lockstep
 from londi.agents.training.specs import TRAIN_SEED_START, ModelSpec
 from londi.agents.training.tokenizer import ACTIONS, COLOURS, OBJECT_TYPES, babyai_tokenizer
 from londi.agents.training.trainer import Learner, run_dagger
+from londi.envs import DEFAULT_ENV_ID, make_env
 
 logger = logging.getLogger("londi.agents.training")
 
@@ -280,7 +282,6 @@ class ActionLearner(Learner):
 
 def make_envs(n: int, env_id: str | None = None) -> list:
     """``n`` BabyAI-Text envs (default: ``londi.envs.DEFAULT_ENV_ID``) for :func:`rollin_lockstep`."""
-    from londi.envs import DEFAULT_ENV_ID, make_env
 
     return [make_env(env_id or DEFAULT_ENV_ID, disable_env_checker=True) for _ in range(n)]
 
@@ -309,7 +310,6 @@ def train_model(spec: ModelSpec, *, seed: int, out_dir: Path, threads: int, n_en
     the log so far in ``train_log.json``, so that a run stopped part-way (a time limit, a crash)
     keeps the rounds it finished, and the rounds can be compared. No card, no checksums here.
     """
-    from londi.envs import DEFAULT_ENV_ID
 
     rng = np.random.default_rng(seed)
     log: dict = {"spec": asdict(spec), "seed": seed, "threads": threads, "device": device, "phases": [],
@@ -359,6 +359,5 @@ def train_model(spec: ModelSpec, *, seed: int, out_dir: Path, threads: int, n_en
 
 def prompt_text(obs, spec: ModelSpec) -> str:
     """The prompt a model trained with ``spec`` sees for ``obs``."""
-    from londi.agents.prompt import build_prompt
 
     return build_prompt(obs, history_length=spec.history_length, list_actions=spec.list_actions)

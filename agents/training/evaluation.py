@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from londi.agents.base import Decision
 from londi.agents.training.specs import HELDOUT_SEED_START
+from londi.core.meter import CallRecord
+from londi.envs import DEFAULT_ENV_ID, make_env
 
 #: Categories of BabyAI states, by where the goal object is.
 DIFFICULTIES = ("ahead", "side", "unseen")
@@ -72,8 +75,6 @@ class RandomPolicy:
         pass
 
     def act(self, obs):
-        from londi.agents.base import Decision
-        from londi.core.meter import CallRecord
 
         n = len(obs.admissible_actions)
         action = obs.admissible_actions[int(self._rng.integers(n))]
@@ -149,7 +150,6 @@ def evaluate_policy(policy, seeds, *, env_id: str | None = None, progress: bool 
     """Play one episode per seed with ``policy`` in control and collect the metrics above."""
     from tqdm.auto import tqdm
 
-    from londi.envs import DEFAULT_ENV_ID, make_env
 
     env = make_env(env_id or DEFAULT_ENV_ID)
     seeds = list(seeds)
@@ -201,7 +201,6 @@ def expert_state_agreement(policy, seeds, *, env_id: str | None = None, progress
     """
     from tqdm.auto import tqdm
 
-    from londi.envs import DEFAULT_ENV_ID, make_env
 
     env = make_env(env_id or DEFAULT_ENV_ID)
     out = {k: [0, 0] for k in DIFFICULTIES}
@@ -268,7 +267,6 @@ def evaluate_on_envs(policy, env_kwargs: list[dict], episodes: int, *, progress:
     (``make_env`` id and keyword arguments): success, return, cost and actions scored per call."""
     from tqdm.auto import tqdm
 
-    from londi.envs import make_env
 
     per_env, dev, wall, n_actions, n_scored = {}, [], [], [], []
 

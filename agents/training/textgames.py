@@ -31,10 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from londi.agents.candidates import CandidateFilter
+from londi.agents.prompt import build_prompt
 from londi.agents.training.rollout import Collected, Sample, rollin_episode
 from londi.agents.training.specs import BABYAI_ONLY_FIELDS, TRAIN_SEED_START, ModelSpec
 from londi.agents.training.tokenizer import text_game_tokenizer
 from londi.agents.training.trainer import Learner, phase_entry, run_dagger
+from londi.core.seeds import heldout_seeds
+from londi.envs import make_env
+from londi.envs.textworld import make_game
 
 logger = logging.getLogger("londi.agents.training")
 
@@ -74,7 +79,6 @@ class GameSetup:
 
 def textworld_setup(n_train_games: int, games_dir: Path) -> GameSetup:
     """The first ``n_train_games`` training games (made in ``games_dir`` if missing); held out: :data:`TW_ENV_ID`."""
-    from londi.envs.textworld import make_game
 
     seeds = list(TW_TRAIN_GAME_SEEDS)[:n_train_games]
     files = [str(make_game(TW_CHALLENGE, s, games_dir)) for s in seeds]
@@ -93,7 +97,6 @@ def heldout_variations(task: str, variations: tuple[int, ...], n: int) -> list[i
     """
     from gymnasium.utils.seeding import np_random
 
-    from londi.core.seeds import heldout_seeds
 
     out = set()
     for run_seed in (0,):
@@ -105,7 +108,6 @@ def heldout_variations(task: str, variations: tuple[int, ...], n: int) -> list[i
 
 def scienceworld_setup(tasks: list[str]) -> GameSetup:
     """Train-split variations of ``tasks`` minus the held-out draws; held out: dev-split variations."""
-    from londi.envs import make_env
 
     excluded = {}
     for task in tasks:
@@ -125,7 +127,6 @@ def scienceworld_setup(tasks: list[str]) -> GameSetup:
 
 def make(kwargs: dict):
     """The env of a :class:`GameSetup` entry."""
-    from londi.envs import make_env
 
     kw = dict(kwargs)
     return make_env(kw.pop("id"), disable_env_checker=True, **kw)
@@ -225,7 +226,6 @@ def fit_candidates(game: str, samples: list[Sample]) -> dict | None:
     """ScienceWorld: the candidate filter (oracle verbs) saved with the models; TextWorld: none."""
     if game != "scienceworld":
         return None
-    from londi.agents.candidates import CandidateFilter
 
     return CandidateFilter.fit([s.label for s in samples], max_candidates=SW_MAX_CANDIDATES).to_dict()
 
@@ -233,7 +233,6 @@ def fit_candidates(game: str, samples: list[Sample]) -> dict | None:
 def train_model(spec: ModelSpec, setup: GameSetup, *, seed: int, out_dir: Path, prefix: str, demos: Collected) -> dict:
     """Train ``spec`` on the demonstrations (plus DAgger rounds) and save it as
     ``out_dir/{prefix}-{spec.name}`` (no card, no checksums); returns its log."""
-    from londi.agents.prompt import build_prompt
 
     rng = np.random.default_rng(seed)
     t0 = time.time()

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from londi.agents.lm import load_policy
+from londi.agents.prompt import build_prompt
 from londi.agents.training.checkpoint import policy_settings, save_checkpoint
 from londi.agents.training.rollout import Collected, Sample
 from londi.agents.training.specs import ModelSpec
@@ -94,7 +96,6 @@ class Learner:
     # ---------------------------------------------------------------- prompts and data
     def prompt(self, obs) -> str:
         """The prompt the saved policy will build for ``obs`` (:func:`londi.agents.prompt.build_prompt`)."""
-        from londi.agents.prompt import build_prompt
 
         return build_prompt(obs, history_length=self.spec.history_length, list_actions=self.spec.list_actions)
 
@@ -171,7 +172,6 @@ class Learner:
     def as_policy(self, seed: int, candidates: dict | None = None, **kwargs: Any):
         """This model as the ``TextPolicy`` that will load it (saved to a temporary folder and
         loaded with :func:`londi.agents.lm.load_policy`), e.g. to roll in with it."""
-        from londi.agents.lm import load_policy
 
         tmp = Path(tempfile.mkdtemp(prefix="londi_lm_"))
         try:
