@@ -324,7 +324,6 @@ class LondiDQN(DQN):
         self.lagrangian_window = int(lagrangian_window)
         self.cost_gamma = cost_gamma
         self._episode_calls: deque[float] = deque(maxlen=self.lagrangian_window)
-        self._running_calls: np.ndarray | None = None
         self._greedy_cache: tuple[tuple[th.Tensor, ...], tuple[int, ...], _NumpyQNetwork | None] | None = None
         super().__init__(policy, env, _init_setup_model=_init_setup_model, **kwargs)
 
@@ -506,4 +505,4 @@ class LondiDQN(DQN):
         self.logger.record("train/constraint_violation", mean_calls - self.cost_limit)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_episode_calls", "_running_calls", "_greedy_cache"]
+        return [*super()._excluded_save_params(), "_episode_calls", "_greedy_cache"]
