@@ -257,3 +257,10 @@ def test_cells_written_before_a_train_field_existed_compare_by_what_they_ran(tmp
         else:
             with pytest.raises(ConfigError, match="differs in: train"):
                 _check_existing(config, out)
+
+
+def test_any_non_negative_run_seed_is_a_valid_sweep_seed():
+    config = load_config({"name": "s", "episodes": 2, "seeds": [0, 42, 10**6], "grid": [{"method": "always-quick"}]})
+    assert sorted({c.seed for c in config.cells}) == [0, 42, 10**6]
+    with pytest.raises(ConfigError, match="non-negative"):
+        load_config({"name": "s", "episodes": 2, "seeds": [-1], "grid": [{"method": "always-quick"}]})
