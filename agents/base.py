@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from londi.core.meter import CallRecord
+from londi.core.errors import TOLERATED_POLICY_ERRORS
+from londi.core.meter import CallRecord, CallTiming, call_clock
 from londi.envs.base import TextObservation
 
 
@@ -46,6 +48,51 @@ class Decision:
         return float(top[1] - top[0])
 
 
+@dataclass
+class BatchAnswer:
+    """One item of a batched call (:meth:`TextPolicy.act_batch`).
+
+    Attributes:
+        decision: the policy's answer, or ``None`` when the call failed in an expected way.
+        error: that failure (one of :data:`~londi.core.errors.TOLERATED_POLICY_ERRORS`), else ``None``.
+        timing: what the call cost as the caller's clock saw it; for an item of a batch run in
+            one forward, its share of the batch (by input tokens).
+    """
+
+    decision: Decision | None
+    error: BaseException | None
+    timing: CallTiming
+
+
+def timed_act(policy: Any, obs: TextObservation) -> BatchAnswer:
+    """``policy.act(obs)`` timed by the caller's clock, an expected failure kept as the answer's error."""
+    decision, error = None, None
+    with call_clock() as timing:
+        try:
+            decision = policy.act(obs)
+        except TOLERATED_POLICY_ERRORS as exc:
+            error = exc
+    return BatchAnswer(decision, error, timing)
+
+
+def act_batch(policy: Any, observations: Sequence[TextObservation],
+              generators: Sequence[np.random.Generator | None] | None = None) -> list[BatchAnswer]:
+    """``policy.act_batch(...)`` where it has one (every :class:`TextPolicy`), else one timed
+    :meth:`~TextPolicy.act` per observation (user policies need not subclass TextPolicy)."""
+    method = getattr(policy, "act_batch", None)
+    if callable(method):
+        return list(method(observations, generators))
+    return [timed_act(policy, obs) for obs in observations]
+
+
+def split_timing(total: CallTiming, weights: Sequence[float]) -> list[CallTiming]:
+    """``total`` shared out in proportion to ``weights`` (equal shares when they sum to 0)."""
+    w = np.asarray(weights, dtype=np.float64)
+    share = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / max(len(w), 1))
+    return [CallTiming(wall_seconds=total.wall_seconds * f, thread_cpu_seconds=total.thread_cpu_seconds * f,
+                       process_cpu_seconds=total.process_cpu_seconds * f) for f in share]
+
+
 def seed_policy(policy: object, seed: int | None) -> None:
     """Call ``policy.set_seed(seed)`` if it has one (user policies need not subclass TextPolicy)."""
     set_seed = getattr(policy, "set_seed", None)
@@ -77,6 +124,10 @@ class TextPolicy(abc.ABC):
 
     name: str = "policy"
     is_oracle: bool = False
+    #: ``True`` where :meth:`act_batch` draws each item's sampling from the generator passed for
+    #: it (so that episodes played side by side keep their own random streams); ``False`` where
+    #: the policy's choices are deterministic or drawn from its own stream (or a server's seed).
+    supports_streams: bool = False
 
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Called at the start of each episode."""
@@ -98,6 +149,18 @@ class TextPolicy(abc.ABC):
     @abc.abstractmethod
     def act(self, obs: TextObservation) -> Decision:
         """Choose one of ``obs.admissible_actions``."""
+
+    def act_batch(self, observations: Sequence[TextObservation],
+                  generators: Sequence[np.random.Generator | None] | None = None) -> list[BatchAnswer]:
+        """Answer several observations at once (one per episode played side by side).
+
+        Each item is timed and an expected failure (:data:`~londi.core.errors.TOLERATED_POLICY_ERRORS`)
+        is returned as that item's error; anything else raises. ``generators`` (one per item,
+        where :attr:`supports_streams`) are the items' sampling streams. This default calls
+        :meth:`act` once per observation; batching backends override it (one forward for all
+        the prompts, or concurrent requests).
+        """
+        return [timed_act(self, obs) for obs in observations]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (servers, processes)."""

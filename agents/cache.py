@@ -41,13 +41,22 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from londi.agents.base import Decision, TextPolicy, policy_endpoint, policy_fingerprint, seed_policy
+from londi.agents.base import (
+    BatchAnswer,
+    Decision,
+    TextPolicy,
+    act_batch,
+    policy_endpoint,
+    policy_fingerprint,
+    seed_policy,
+)
 from londi.core.errors import LondiError
-from londi.core.meter import CallRecord
+from londi.core.meter import CallRecord, call_clock
 from londi.envs.base import TextObservation
 
 logger = logging.getLogger(__name__)
@@ -262,6 +271,38 @@ class CachedPolicy(TextPolicy):
         if decision.record.error is None and decision.action in obs.admissible_actions:
             self._store(key, decision)
         return decision
+
+    @property
+    def supports_streams(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.policy, "supports_streams", False))
+
+    def act_batch(self, observations: Sequence[TextObservation],
+                  generators: Sequence[np.random.Generator | None] | None = None) -> list[BatchAnswer]:
+        """:meth:`act` for several observations: the hits from the cache, the misses in one
+        batched call of the wrapped policy (then cached where they succeeded)."""
+        out: list[BatchAnswer | None] = [None] * len(observations)
+        misses: list[tuple[int, str]] = []
+        for i, obs in enumerate(observations):
+            with call_clock() as timing:
+                key = self.key(obs)
+                found = self._lookup(key)
+            if found is None:
+                misses.append((i, key))
+                continue
+            self.hits += 1
+            record = CallRecord(model=found.record.model, device=found.record.device, device_seconds=0.0,
+                                wall_seconds=timing.wall_seconds, cache_hit=True, device_measured=True)
+            out[i] = BatchAnswer(_copy(found, record), None, timing)
+        if misses:
+            self.misses += len(misses)
+            gens = [generators[i] for i, _ in misses] if generators is not None else None
+            answers = act_batch(self.policy, [observations[i] for i, _ in misses], gens)
+            for (i, key), answer in zip(misses, answers):
+                d = answer.decision
+                if d is not None and d.record.error is None and d.action in observations[i].admissible_actions:
+                    self._store(key, d)
+                out[i] = answer
+        return [a for a in out if a is not None]
 
     def stats(self) -> dict[str, int]:
         """``hits``, ``misses``, ``stores``, ``memory_entries`` and ``disk_entries`` (0 without a file)."""

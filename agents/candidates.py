@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from londi.agents.base import Decision
+from londi.agents.base import BatchAnswer, Decision
 from londi.agents.checkpoints import _read_policy_config
 from londi.agents.hf import HFPolicy
 from londi.envs.base import TextObservation
@@ -148,15 +148,40 @@ class CandidatePolicy(HFPolicy):
             candidate_filter = CandidateFilter.from_dict(saved)
         self.candidate_filter = candidate_filter
 
-    def act(self, obs: TextObservation) -> Decision:
+    def _candidates(self, obs: TextObservation) -> tuple[TextObservation, list[int], float, float]:
+        """``obs`` cut to its candidates, their indices, and the filter's wall and CPU time."""
         t0, c0 = time.perf_counter(), time.process_time()
         keep = self.candidate_filter.select(obs)
         filter_wall, filter_cpu = time.perf_counter() - t0, time.process_time() - c0
         if len(keep) == len(obs.admissible_actions):
-            sub = obs
-        else:
-            sub = dataclasses.replace(obs, admissible_actions=tuple(obs.admissible_actions[i] for i in keep))
-        decision = super().act(sub)
+            return obs, keep, filter_wall, filter_cpu
+        sub = dataclasses.replace(obs, admissible_actions=tuple(obs.admissible_actions[i] for i in keep))
+        return sub, keep, filter_wall, filter_cpu
+
+    def act(self, obs: TextObservation) -> Decision:
+        sub, keep, filter_wall, filter_cpu = self._candidates(obs)
+        return self._widen(obs, sub, keep, super().act(sub), filter_wall, filter_cpu)
+
+    def act_batch(self, observations: Sequence[TextObservation],
+                  generators: Sequence[np.random.Generator | None] | None = None) -> list[BatchAnswer]:
+        """Each observation cut to its candidates, then all scored in one batch (:class:`HFPolicy`)."""
+        if generators is not None and len(generators) != len(observations):
+            raise ValueError(f"{len(generators)} generators for {len(observations)} observations")
+        cut = [self._candidates(obs) for obs in observations]
+        gens = list(generators) if generators is not None else [None] * len(observations)
+        answers = self._act_batch_scored([c[0] for c in cut], gens)
+        out = []
+        for obs, (sub, keep, wall, cpu), answer in zip(observations, cut, answers):
+            timing = dataclasses.replace(answer.timing, wall_seconds=answer.timing.wall_seconds + wall,
+                                         thread_cpu_seconds=answer.timing.thread_cpu_seconds + cpu,
+                                         process_cpu_seconds=answer.timing.process_cpu_seconds + cpu)
+            decision = self._widen(obs, sub, keep, answer.decision, wall, cpu) if answer.decision is not None else None
+            out.append(BatchAnswer(decision, answer.error, timing))
+        return out
+
+    def _widen(self, obs: TextObservation, sub: TextObservation, keep: list[int], decision: Decision,
+               filter_wall: float, filter_cpu: float) -> Decision:
+        """A decision on the candidates, as a decision on the whole observation."""
         probs = decision.probs
         if probs is not None and sub is not obs:
             full = np.zeros(len(obs.admissible_actions), dtype=probs.dtype)

@@ -38,12 +38,24 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from londi.agents.base import Decision, TextPolicy, policy_endpoint, policy_fingerprint, seed_policy
+import numpy as np
+
+from londi.agents.base import (
+    BatchAnswer,
+    Decision,
+    TextPolicy,
+    act_batch,
+    policy_endpoint,
+    policy_fingerprint,
+    seed_policy,
+    timed_act,
+)
 from londi.core.errors import TOLERATED_POLICY_ERRORS
-from londi.core.meter import CallRecord
+from londi.core.meter import CallRecord, CallTiming
 from londi.envs.base import TextObservation
 
 logger = logging.getLogger(__name__)
@@ -260,6 +272,55 @@ class FallbackPolicy(TextPolicy):
         )
         self.last_records = (primary_record, answer.record) if primary_record is not None else (answer.record,)
         return dataclasses.replace(answer, record=record)
+
+    @property
+    def supports_streams(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.primary, "supports_streams", False))
+
+    def act_batch(self, observations: Sequence[TextObservation],
+                  generators: Sequence[np.random.Generator | None] | None = None) -> list[BatchAnswer]:
+        """:meth:`act` for several observations: the primary asked for all of them in one
+        batched call, the fallback answering each that failed. With a ``timeout`` (the primary
+        on a helper thread) or the breaker open, one :meth:`act` per observation."""
+        if self._pending is not None and self._pending.done():
+            self._pending = None
+        if self.timeout is not None or self._skip_left > 0 or self._pending is not None or len(observations) <= 1:
+            return [timed_act(self, obs) for obs in observations]
+        answers = act_batch(self.primary, observations, generators)
+        out = []
+        for i, (obs, answer) in enumerate(zip(observations, answers)):
+            self._count(calls=1)
+            if answer.error is None and answer.decision is not None:
+                self._consecutive_errors = 0
+                self._count(retries=answer.decision.record.retries)
+                self.last_error, self.last_fallback, self.last_records = None, False, (answer.decision.record,)
+                out.append(answer)
+                continue
+            if not isinstance(answer.error, self.catch):  # tolerated by the switch, not caught here
+                out.append(answer)
+                continue
+            primary_record = _record_of(answer.error, self.primary.name, answer.timing.wall_seconds)
+            error = f"{self.primary.name} failed: {primary_record.error}"
+            self._count(errors=1, fallbacks=1, retries=primary_record.retries)
+            self._consecutive_errors += 1
+            self._log_failure(error)
+            self.last_error, self.last_fallback = error, True
+            stream = [generators[i]] if generators is not None else None
+            backup = act_batch(self.fallback, [obs], stream)[0]
+            if backup.decision is None:  # the fallback's own error is the item's answer (not caught here)
+                out.append(backup)
+                continue
+            record = dataclasses.replace(backup.decision.record, error=f"fallback: {error}",
+                                         retries=primary_record.retries,
+                                         wall_seconds=backup.decision.record.wall_seconds + answer.timing.wall_seconds)
+            self.last_records = (primary_record, backup.decision.record)
+            timing = CallTiming(
+                wall_seconds=answer.timing.wall_seconds + backup.timing.wall_seconds,
+                thread_cpu_seconds=answer.timing.thread_cpu_seconds + backup.timing.thread_cpu_seconds,
+                process_cpu_seconds=answer.timing.process_cpu_seconds + backup.timing.process_cpu_seconds,
+            )
+            out.append(BatchAnswer(dataclasses.replace(backup.decision, record=record), None, timing))
+        return out
 
     def _log_failure(self, error: str) -> None:
         limit = self.max_consecutive_errors

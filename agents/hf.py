@@ -20,12 +20,13 @@ from __future__ import annotations
 import abc
 import copy
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from londi.agents.base import Decision, TextPolicy
+from londi.agents.base import BatchAnswer, Decision, TextPolicy, split_timing, timed_act
 from londi.agents.checkpoints import (
     DTYPES,
     checkpoint_digest,
@@ -36,7 +37,7 @@ from londi.agents.checkpoints import (
 )
 from londi.agents.prompt import build_prompt
 from londi.core.errors import ConfigError, LondiError, check_choice
-from londi.core.meter import CallRecord, device_timer, estimate_flops
+from londi.core.meter import CallRecord, call_clock, device_timer, estimate_flops
 from londi.envs.base import TextObservation
 
 if TYPE_CHECKING:  # torch and transformers are imported lazily: importing londi.agents stays cheap
@@ -90,25 +91,85 @@ class ScoringPolicy(TextPolicy):
         """Reseed the generator that samples actions (``sample=True``)."""
         self._rng = np.random.default_rng(seed)
 
-    def act(self, obs: TextObservation) -> Decision:
-        with device_timer(self.device) as timing:
-            scores, hidden, counts = self.score(obs)
-            z = scores / self.temperature
-            probs = np.exp(z - z.max())
-            probs /= probs.sum()
-            choice = int(self._rng.choice(len(probs), p=probs)) if self.sample else int(np.argmax(scores))
-        record = CallRecord(
+    supports_streams = True
+
+    def _act_on_stream(self, obs: TextObservation, generator: np.random.Generator | None) -> BatchAnswer:
+        """:meth:`act`, timed, drawing from ``generator`` (``None``: this policy's own stream)."""
+        if generator is None:
+            return timed_act(self, obs)
+        own, self._rng = self._rng, generator
+        try:
+            return timed_act(self, obs)
+        finally:
+            self._rng = own
+
+    def score_batch(self, observations: Sequence[TextObservation]) -> list[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
+        """:meth:`score` for each observation; models that can score several prompts in one
+        forward override it."""
+        return [self.score(obs) for obs in observations]
+
+    def _choose(self, scores: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+        z = scores / self.temperature
+        probs = np.exp(z - z.max())
+        probs /= probs.sum()
+        choice = int(rng.choice(len(probs), p=probs)) if self.sample else int(np.argmax(scores))
+        return choice, probs
+
+    def _record(self, counts: dict[str, Any], device_seconds: float, wall_seconds: float,
+                peak_memory_bytes: int | None) -> CallRecord:
+        return CallRecord(
             model=self.name,
             device=self.device,
-            device_seconds=timing.device_seconds,
-            wall_seconds=timing.wall_seconds,
+            device_seconds=device_seconds,
+            wall_seconds=wall_seconds,
             input_tokens=counts["input_tokens"],
             output_tokens=counts["output_tokens"],
             flops=self._flops(counts),
-            peak_memory_bytes=timing.peak_memory_bytes,
+            peak_memory_bytes=peak_memory_bytes,
             device_measured=self.device.startswith("cuda"),  # CUDA events; on the CPU the switch's clock rules
         )
+
+    def act(self, obs: TextObservation) -> Decision:
+        with device_timer(self.device) as timing:
+            scores, hidden, counts = self.score(obs)
+            choice, probs = self._choose(scores, self._rng)
+        record = self._record(counts, timing.device_seconds, timing.wall_seconds, timing.peak_memory_bytes)
         return Decision(action=obs.admissible_actions[choice], record=record, probs=probs, hidden=hidden)
+
+    def act_batch(self, observations: Sequence[TextObservation],
+                  generators: Sequence[np.random.Generator | None] | None = None) -> list[BatchAnswer]:
+        """All the observations scored together (:meth:`score_batch`), each action drawn from
+        its own generator (``None``: this policy's). The batch's time is shared out by input
+        tokens."""
+        if generators is not None and len(generators) != len(observations):
+            raise ValueError(f"{len(generators)} generators for {len(observations)} observations")
+        if not observations:
+            return []
+        gens = list(generators) if generators is not None else [None] * len(observations)
+        if type(self).act is not ScoringPolicy.act:
+            # a subclass that changes how one call acts (and not how a batch does): its own act,
+            # once per observation, each drawing from its item's stream
+            return [self._act_on_stream(obs, gen) for obs, gen in zip(observations, gens)]
+        return self._act_batch_scored(observations, gens)
+
+    def _act_batch_scored(self, observations: Sequence[TextObservation],
+                          gens: Sequence[np.random.Generator | None]) -> list[BatchAnswer]:
+        """The batch scored in :meth:`score_batch`, each action drawn from its generator."""
+        with call_clock() as clock, device_timer(self.device) as timing:
+            scored = self.score_batch(observations)
+            choices = [self._choose(scores, gen if gen is not None else self._rng) for (scores, _, _), gen
+                       in zip(scored, gens)]
+        weights = np.array([counts["input_tokens"] for _, _, counts in scored], dtype=np.float64)
+        shares = split_timing(clock, weights)
+        fractions = weights / weights.sum() if weights.sum() > 0 else np.full(len(weights), 1.0 / len(weights))
+        out = []
+        for obs, (_, hidden, counts), (choice, probs), share, fraction in zip(observations, scored, choices, shares,
+                                                                              fractions):
+            record = self._record(counts, timing.device_seconds * float(fraction), share.wall_seconds,
+                                  timing.peak_memory_bytes)
+            out.append(BatchAnswer(Decision(action=obs.admissible_actions[choice], record=record, probs=probs,
+                                            hidden=hidden), None, share))
+        return out
 
 
 class HFPolicy(ScoringPolicy):
@@ -370,6 +431,51 @@ class HFPolicy(ScoringPolicy):
             "forward_tokens": fwd,
         }
         return scores, hidden, counts
+
+    def score_batch(self, observations: Sequence[TextObservation]) -> list[tuple[np.ndarray, np.ndarray, dict[str, int]]]:
+        """:meth:`score` for several observations, in one forward where every admissible
+        action is a single token of a causal model (each prompt's first-token distribution is
+        then all that is scored); otherwise one :meth:`score` per observation.
+
+        The prompts are right-padded: under the causal mask no real position attends to the
+        pads after it, and positions keep their unbatched ids, so each row computes what its
+        unbatched call computes, up to the floating-point order of a batched matrix product.
+        """
+        import torch
+
+        if len(observations) <= 1 or self.is_seq2seq:
+            return [self.score(obs) for obs in observations]
+        prompts, firsts = [], []
+        for obs in observations:
+            actions = list(obs.admissible_actions)
+            if not actions:
+                raise LondiError(f"{self.name}: the observation has no admissible actions")
+            action_ids = [self._action_ids(a) for a in actions]
+            if any(len(a) != 1 for a in action_ids):
+                return [self.score(obs) for obs in observations]
+            prompts.append(self._truncate(self._prompt_ids(self.prompt(obs)), 1))
+            firsts.append([a[0] for a in action_ids])
+        lengths = [len(p) for p in prompts]
+        ids = torch.full((len(prompts), max(lengths)), self._pad_id, dtype=torch.long, device=self.device)
+        for r, p in enumerate(prompts):
+            ids[r, : len(p)] = torch.tensor(p)
+        rows = torch.arange(len(prompts), device=self.device)
+        last_pos = torch.tensor([n - 1 for n in lengths], device=self.device)
+        with torch.inference_mode():
+            if self._base is not None:
+                last = self._base(input_ids=ids, use_cache=False).last_hidden_state[rows, last_pos]
+                logits = self._head(last)
+            else:
+                out = self.model(input_ids=ids, use_cache=False, output_hidden_states=True)
+                last = out.hidden_states[-1][rows, last_pos]
+                logits = out.logits[rows, last_pos]
+            logp = torch.log_softmax(logits.float(), dim=-1).double().cpu().numpy()
+            hidden = last.float().cpu().numpy()
+        return [
+            (logp[r, firsts[r]], hidden[r], {"input_tokens": lengths[r], "output_tokens": len(firsts[r]),
+                                             "forward_tokens": lengths[r]})
+            for r in range(len(prompts))
+        ]
 
     def _truncate(self, ids: list[int], longest_action: int) -> list[int]:
         limit = self.max_prompt_tokens

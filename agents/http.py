@@ -63,13 +63,16 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import numpy as np
 
-from londi.agents.base import Decision, TextPolicy
+from londi.agents.base import BatchAnswer, Decision, TextPolicy, timed_act
 from londi.agents.http_support import (
     ENV_API_BASE,
     ENV_API_KEY,
@@ -96,6 +99,8 @@ logger = logging.getLogger(__name__)
 #: The APIs :class:`HTTPPolicy` can talk to.
 APIS: tuple[str, ...] = ("chat", "completions")
 
+#: Requests one batched call (``--num-envs``) keeps in flight at most, by default.
+DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent playing a text game. Read the goal, the possible actions and the "
     "observations, then answer with exactly one of the possible actions, written as it is "
@@ -169,6 +174,8 @@ class HTTPPolicy(TextPolicy):
         extra_body: more fields merged into every request body (e.g. Ollama ``options``).
         headers: more HTTP headers for every request (e.g. an organisation header).
         transport: an ``httpx`` transport, for tests (e.g. ``httpx.MockTransport``).
+        max_concurrency: requests in flight at most when several episodes played side by side
+            ask at once (:meth:`act_batch`, ``--num-envs``); 1 sends them one after another.
 
     Attributes:
         calls: calls made (answered or failed) since construction.
@@ -206,8 +213,12 @@ class HTTPPolicy(TextPolicy):
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         self.api = check_choice("HTTP API", api, APIS)
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
+        self.max_concurrency = max_concurrency
         url = base_url or first_env(ENV_API_BASE)
         if not url:
             raise ConfigError(
@@ -262,6 +273,7 @@ class HTTPPolicy(TextPolicy):
         self.last_text: str | None = None
         self.unsupported_params: set[str] = set()
         self._probed_params: set[str] = set()
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ identity
     @property
@@ -307,9 +319,11 @@ class HTTPPolicy(TextPolicy):
         return text.replace(key, "***") if key else text
 
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(transport=self._transport, follow_redirects=False)
-        return self._client
+        with self._lock:  # one pool for all threads of a batched call (httpx.Client is thread-safe)
+            if self._client is None:
+                self._client = httpx.Client(transport=self._transport, follow_redirects=False,
+                                            limits=httpx.Limits(max_connections=max(self.max_concurrency, 10)))
+            return self._client
 
     def _request_headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", **self._headers}
@@ -427,7 +441,8 @@ class HTTPPolicy(TextPolicy):
         headers = self._request_headers()
         start = time.perf_counter()
         attempt = 0
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
         probe: dict[str, Any] = {}  # parameters left out to see whether they were the cause
         tried: set[str] = set()  # parameters left out in this call (each at most once)
         rejection = ""  # the server's last rejection of a request with every parameter
@@ -496,8 +511,9 @@ class HTTPPolicy(TextPolicy):
                     error=error,
                     retries=attempt,
                 )
-                self.failures += 1
-                self.retries += attempt
+                with self._lock:
+                    self.failures += 1
+                    self.retries += attempt
                 # Logged at INFO: the caller gets the exception (FallbackPolicy warns once per
                 # run of failures), and a dead server must not flood the log at every step.
                 logger.info("HTTP backend %s failed: %s", self.name, error)
@@ -530,7 +546,8 @@ class HTTPPolicy(TextPolicy):
             flops=estimate_flops(self.n_parameters, input_tokens + output_tokens) if self.n_parameters else 0.0,
             retries=attempt,
         )
-        self.retries += attempt
+        with self._lock:
+            self.retries += attempt
         return text, record
 
     def act(self, obs: TextObservation) -> Decision:
@@ -544,11 +561,24 @@ class HTTPPolicy(TextPolicy):
             raise ValueError("the observation has no admissible actions")
         text, record = self.complete(self.prompt_for(obs))
         match = match_action(text, obs.admissible_actions)
-        self.last_text, self.last_match = text, match
-        self.match_counts[match.kind] += 1
+        with self._lock:
+            self.last_text, self.last_match = text, match
+            self.match_counts[match.kind] += 1
         if match.kind == "nearest":
             logger.debug("HTTP backend %s: answer %r matched %r (score %.2f)", self.name, text, match.action, match.score)
         return Decision(action=match.action, record=record)
+
+    def act_batch(self, observations: Sequence[TextObservation],
+                  generators: Sequence[np.random.Generator | None] | None = None) -> list[BatchAnswer]:
+        """:meth:`act` for each observation as concurrent requests, at most :attr:`max_concurrency`
+        in flight (a serving engine batches them). Each is timed in its own thread, so its
+        record's wall time is its own request's; sampling is the server's (``generators`` are
+        not used)."""
+        if len(observations) <= 1 or self.max_concurrency == 1:
+            return [timed_act(self, obs) for obs in observations]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(observations)),
+                                thread_name_prefix="londi-http") as pool:
+            return list(pool.map(lambda obs: timed_act(self, obs), observations))
 
     def close(self) -> None:
         """Close the HTTP connection pool (a later call opens a new one)."""

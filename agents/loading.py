@@ -8,12 +8,13 @@ from typing import Any
 from londi.agents.base import TextPolicy
 from londi.agents.cache import CachedPolicy
 from londi.agents.fallback import FallbackPolicy
-from londi.agents.http import HTTPPolicy
+from londi.agents.http import DEFAULT_MAX_CONCURRENCY, HTTPPolicy
 from londi.agents.lm import load_policy
 
 
 def load_text_policy(spec: str, *, role: str, fallback: TextPolicy | None = None, http_api: str = "chat",
-                     http_list_actions: bool = True, cache: bool = True, **kwargs: Any) -> TextPolicy:
+                     http_list_actions: bool = True, http_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+                     cache: bool = True, **kwargs: Any) -> TextPolicy:
     """``spec`` is ``quick``/``deepthink`` (shipped), a checkpoint folder, or ``http(s)://host:port/v1``.
 
     A served model is wrapped in a call cache (``cache=True``) and, when ``fallback`` is given
@@ -21,13 +22,14 @@ def load_text_policy(spec: str, *, role: str, fallback: TextPolicy | None = None
     dead server costs a counted fallback rather than the episode. The API key is read from
     ``LONDI_API_KEY`` (or ``OPENAI_API_KEY``), never from the command line. ``http_list_actions``:
     whether a served model's prompt lists the admissible actions (an instruction model must see
-    its choices; the checkpoints shipped here were trained without the list).
+    its choices; the checkpoints shipped here were trained without the list). ``http_concurrency``:
+    a served model's requests in flight at once when several episodes ask together.
     """
     if spec.startswith(("http://", "https://")):
 
         host = urllib.parse.urlsplit(spec).netloc
         policy: TextPolicy = HTTPPolicy(base_url=spec, api=http_api, name=f"{role}@{host}",
-                                        list_actions=http_list_actions, **kwargs)
+                                        list_actions=http_list_actions, max_concurrency=http_concurrency, **kwargs)
         if cache:
             policy = CachedPolicy(policy)
         if fallback is not None:

@@ -216,8 +216,8 @@ class BabyAITextEnv(gym.Env):
             return None
         return ACTION_NAMES[int(suggestion)]
 
-    def _make_obs(self, oracle: str | None) -> tuple[np.ndarray, dict[str, Any]]:
-        grid_obs = self._env.gen_obs()
+    def _make_obs(self, oracle: str | None, grid_obs: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """The text observation of ``grid_obs``, the Minigrid observation that the last reset or step returned."""
         lines = describe_view(grid_obs["image"], self._env.carrying)
         text = "\n".join(lines)
         carrying = self._env.carrying
@@ -249,7 +249,7 @@ class BabyAITextEnv(gym.Env):
         sub_seed = int(self.np_random.integers(2**31 - 1))
         # Minigrid prints every rejected level sample; keep stdout for the user's own output.
         with contextlib.redirect_stdout(io.StringIO()):
-            self._env.reset(seed=sub_seed)
+            grid_obs, _ = self._env.reset(seed=sub_seed)
         self._history.clear()
         self._steps = 0
         self._bot = None
@@ -257,7 +257,7 @@ class BabyAITextEnv(gym.Env):
             from minigrid.utils.baby_ai_bot import BabyAIBot
 
             self._bot = BabyAIBot(self._env)
-        obs, info = self._make_obs(self._oracle(None))
+        obs, info = self._make_obs(self._oracle(None), grid_obs)
         return obs, info
 
     def step(self, action):
@@ -267,11 +267,12 @@ class BabyAITextEnv(gym.Env):
         if not 0 <= action < len(ACTION_NAMES):
             raise ValueError(f"action must be in [0, {len(ACTION_NAMES)}), got {action}")
         prev_text = self._text_obs.text if self._text_obs is not None else ""
-        _, reward, terminated, truncated, _ = self._env.step(action)
+        # Minigrid's step already rendered the agent's view: it is reused, not generated again
+        grid_obs, reward, terminated, truncated, _ = self._env.step(action)
         self._steps += 1
         self._history.append((prev_text, ACTION_NAMES[action]))
         oracle = None if (terminated or truncated) else self._oracle(action)
-        obs, info = self._make_obs(oracle)
+        obs, info = self._make_obs(oracle, grid_obs)
         info["success"] = bool(terminated and reward > 0)
         return obs, float(reward), bool(terminated), bool(truncated), info
 

@@ -105,7 +105,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     methods = {n: build_method(n, args, quick, deepthink) for n in names}
     try:
         results = evaluate_methods(methods, env_id=env_id, episodes=args.episodes, seed=args.seed,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, num_envs=args.num_envs,
+                                   env_processes=args.env_processes)
     except EndpointFailureError as exc:
         if args.out and exc.partial_results is not None:
             atomic_write_json(args.out, exc.partial_results)  # "valid": false, with the error
@@ -123,7 +124,8 @@ def load_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     served DEEPTHINK falls back to QUICK when it fails."""
     from londi.agents.loading import load_text_policy
 
-    http = {"http_api": args.http_api, "http_list_actions": args.http_list_actions == "yes"}
+    http = {"http_api": args.http_api, "http_list_actions": args.http_list_actions == "yes",
+            "http_concurrency": args.http_concurrency}
     quick = load_text_policy(args.quick, role="quick", **http)
     deepthink = load_text_policy(args.deepthink, role="deepthink", fallback=quick, **http)
     return quick, deepthink
@@ -176,6 +178,11 @@ def _add_lm_args(p: argparse.ArgumentParser, quick: str | None = None, deepthink
                    help="list the admissible actions in a served model's prompt (default %(default)s: an "
                         "instruction model must see its choices; pass no for the checkpoints shipped here, "
                         "which were trained without the list, served by `londi serve` or `transformers serve`)")
+    from londi.agents.http import DEFAULT_MAX_CONCURRENCY
+
+    p.add_argument("--http-concurrency", type=_positive_int, default=DEFAULT_MAX_CONCURRENCY,
+                   help="requests to a served model in flight at once when --num-envs > 1 asks for several "
+                        "episodes' states together (default %(default)s)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -191,7 +198,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(config.cells)} cells; output folder {out}")
         return 0
     summary = run_sweep(config, out, workers=args.workers, max_cells=args.max_cells, progress=not args.no_progress,
-                        report=False if args.no_report else None)
+                        report=False if args.no_report else None, executor=args.executor, address=args.address,
+                        cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
+                        max_retries=args.max_retries)
     print(f"sweep {config.name}: {summary.total} cells, {len(summary.skipped)} already finished, "
           f"{len(summary.ran)} run now, {len(summary.failed)} failed, {len(summary.remaining)} left; folder {out}")
     if summary.report is not None:
@@ -213,8 +222,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _add_sweep_parser(sub: Any) -> None:
-    from londi.evaluation.sweep import run_sweep
+    from londi.evaluation import executors
+    from londi.evaluation.sweep import EXECUTORS, run_sweep
 
     p = sub.add_parser(
         "sweep",
@@ -229,6 +246,19 @@ def _add_sweep_parser(sub: Any) -> None:
                    help="cells run in parallel processes (default %(default)s; 1 runs them in this process)")
     p.add_argument("--max-cells", type=_non_negative_int, default=_param_default(run_sweep, "max_cells"),
                    help="run at most N unfinished cells, then stop (rerun to continue)")
+    p.add_argument("--executor", choices=EXECUTORS, default=_param_default(run_sweep, "executor"),
+                   help="where cells run: local (a process pool, --workers) or ray (each cell a Ray task, on this "
+                        f"machine or a Ray cluster; needs {executors.INSTALL_HINT}) (default %(default)s)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="ray: the cluster to connect to (HEAD:6379, auto, ray://HEAD:10001); default: start a local "
+                        "Ray instance with every core. On a cluster --out must be a shared filesystem path")
+    p.add_argument("--cpus-per-cell", type=_positive_float, default=None, metavar="N",
+                   help=f"ray: CPUs (and torch threads) per cell (default {executors.DEFAULT_CPUS_PER_CELL:g})")
+    p.add_argument("--gpus-per-cell", type=_non_negative_float, default=None, metavar="G",
+                   help="ray: GPUs per cell, a fraction shares one, for local models on CUDA "
+                        f"(default {executors.DEFAULT_GPUS_PER_CELL:g})")
+    p.add_argument("--max-retries", type=_non_negative_int, default=None, metavar="N",
+                   help=f"ray: retries of a failed cell before it is reported (default {executors.DEFAULT_MAX_RETRIES})")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are finished")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -260,6 +290,7 @@ def _add_report_parser(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from londi.core.seeds import VALIDATION_SEED
     from londi.demo import DEMO_COST, DEMO_EPISODES, DEMO_STEPS, run_demo
+    from londi.evaluation.loop import evaluate_methods
     from londi.learn.train import DEFAULT_SELECT_EVERY, TrainConfig
     from londi.rules.calibrated import DEFAULT_CALIBRATION_EPISODES, DEFAULT_LIMIT_CALIBRATION_EPISODES
 
@@ -305,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "or to calibrate a trained switch (default "
                         f"{DEFAULT_LIMIT_CALIBRATION_EPISODES} for a Lagrangian limit, {DEFAULT_CALIBRATION_EPISODES} "
                         "for --rate)")
+    p.add_argument("--num-envs", type=_positive_int, default=_param_default(evaluate_methods, "num_envs"),
+                   help="episodes played side by side, each step's LM calls batched across them (one forward "
+                        "for a local model, concurrent requests for a served one); the per-episode results "
+                        "are those of --num-envs 1 (default %(default)s)")
+    p.add_argument("--env-processes", action="store_true",
+                   help="with --num-envs > 1, run each game in its own worker process, so that the games step "
+                        "in parallel while the LMs run in this one (for games that are slow to step: ScienceWorld, "
+                        "TextWorld, or many cores)")
     p.add_argument("--out", default=None, help="write results.json here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_lm_args(p)
@@ -344,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="selection episodes per evaluation (default %(default)s)")
     p.add_argument("--seed", type=_non_negative_int, default=tc("seed"),
                    help="run seed: any non-negative integer (default %(default)s)")
+    p.add_argument("--num-envs", type=_positive_int, default=tc("num_envs"),
+                   help="training episodes played at once, each step's LM calls batched across them; steps and "
+                        "intervals count the transitions of all of them, and the gradient steps per transition "
+                        "stay those of one env (default %(default)s)")
     p.add_argument("--out", default=None, help="run folder (default runs/<env>__<method>__<seed>__<time>)")
     p.add_argument("--no-progress", action="store_true")
     _add_lm_args(p, quick=tc("quick"), deepthink=tc("deepthink"))

@@ -42,7 +42,7 @@ fi
 stamp=.venv/.londi-installed
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "londi setup: installing londi and its dependencies" >&2
-  "${PIP[@]}" install -c constraints.txt -e '.[test,bench,serve]'
+  "${PIP[@]}" install -c constraints.txt -e '.[test,bench,serve,ray]'
   touch "$stamp"
 fi
 .venv/bin/python -c 'import londi, londi.envs, londi.agents' >/dev/null

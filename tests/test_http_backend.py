@@ -773,6 +773,24 @@ def test_episode_against_a_healthy_server(servers, caplog) -> None:
     policy.close()
 
 
+def test_a_batch_against_londi_serve_answers_as_one_call_each(servers) -> None:
+    """``act_batch`` (``--num-envs``): concurrent requests to a real server, the same answers."""
+    from conftest import babyai_observations
+
+    server = servers["healthy"].wait_ready()
+    observations = babyai_observations(n_steps=5, seed=7)
+    one_by_one = client(server)
+    alone = [one_by_one.act(o).action for o in observations]
+    batched = client(server, max_concurrency=4)
+    before = server.requests()
+    answers = batched.act_batch(observations)
+    assert server.requests() - before == len(observations) == batched.calls
+    assert [a.decision.action for a in answers] == alone  # greedy decoding: the same answer for the same prompt
+    assert all(a.error is None and a.timing.wall_seconds > 0 for a in answers)
+    one_by_one.close()
+    batched.close()
+
+
 def test_episode_against_a_slow_server(servers, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     server = servers["slow"].wait_ready()

@@ -27,6 +27,7 @@ from londi.evaluation.registry import is_oracle_method, method_info
 from londi.rules.base import Method
 from londi.switch.features import reads_oracle
 from londi.switch.rollout import build_switch_env, run_rule
+from londi.switch.vector import SwitchEnvBatch, run_rule_batched
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +41,32 @@ def evaluate_methods(
     progress: bool = True,
     env_kwargs: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    num_envs: int = 1,
+    env_processes: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate every method on the same held-out episodes; returns the ``results.json`` dict."""
+    """Evaluate every method on the same held-out episodes; returns the ``results.json`` dict.
+
+    ``num_envs`` > 1 plays that many episodes side by side with each step's LM calls batched
+    across them (:mod:`londi.switch.vector`); the per-episode results are those of
+    ``num_envs=1``, up to the floating-point order of a batched forward. ``env_processes`` runs
+    each of those games in its own process (:class:`~londi.envs.worker.SubprocessEnv`), so
+    that they step in parallel on all cores while the LMs run here.
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
     seeds = heldout_seeds(seed, episodes)
     results: dict[str, Any] = {"env": env_id, "episodes": episodes, "seed": seed, "valid": True, "methods": {}}
+    if num_envs > 1:
+        results["num_envs"] = num_envs
+        results["env_processes"] = bool(env_processes)
     if extra:
         results.update(extra)
     for name, m in methods.items():
         t0 = time.perf_counter()
-        env = build_switch_env(env_id, m.quick, m.deepthink, features=m.rule.features, budget=m.budget,
-                               env_kwargs=env_kwargs)
+        n = min(num_envs, max(len(seeds), 1))
+        envs = [build_switch_env(env_id, m.quick, m.deepthink, features=m.rule.features, budget=m.budget,
+                                 env_kwargs=env_kwargs, own_streams=n > 1, in_subprocess=env_processes and n > 1)
+                for _ in range(n)]
         faults = {"policy_errors": 0, "env_errors": 0, "invalid_actions": 0, "masked_overrides": 0}
 
         def count_faults(_i: int, _stats: EpisodeStats, info: dict[str, Any], faults: dict[str, int] = faults) -> None:
@@ -57,13 +74,18 @@ def evaluate_methods(
                 faults[key] += getattr(info["accounting"], key)
 
         try:
-            eps = run_rule(m.rule, env, seeds, progress=progress, desc=f"eval {name}", on_episode=count_faults)
+            if n == 1:
+                eps = run_rule(m.rule, envs[0], seeds, progress=progress, desc=f"eval {name}", on_episode=count_faults)
+            else:
+                eps = run_rule_batched(m.rule, SwitchEnvBatch(envs), seeds, progress=progress, desc=f"eval {name}",
+                                       on_episode=count_faults)
         except EndpointFailureError as exc:
             # what finished is kept for the record, marked so that nothing reads it as a result
             exc.partial_results = {**results, "valid": False, "error": f"{name}: {exc}"}
             raise
         finally:
-            env.close()
+            for env in envs:
+                env.close()
         entry = summarize(eps, seed=seed, include_episodes=True)
         # failed or timed-out model calls (fallbacks included), env crashes, non-admissible answers
         # and DEEPTHINK requests refused by the hard budget, in total over the episodes

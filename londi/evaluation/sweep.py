@@ -7,8 +7,10 @@ held-out episodes of its seed (:func:`londi.evaluation.loop.heldout_seeds`) and 
 never run again, so a sweep that was stopped (Ctrl-C, a crash, ``--max-cells``) is continued
 by running the same command. LONDI cells train their switch into the cell folder
 (``switch/``), which :func:`londi.learn.train.train_switch` resumes from its last checkpoint. Cells
-run in ``--workers`` processes (default 2; 1 runs them in this process); a cell that fails
-writes ``error.txt`` and the others go on. At the end ``londi report`` is written to ``DIR``.
+run in ``--workers`` processes (default 2; 1 runs them in this process), or, with ``--executor
+ray``, as Ray tasks on this machine or a Ray cluster (:mod:`londi.evaluation.executors`; the
+same cell folders, retried ``--max-retries`` times); a cell that fails writes ``error.txt`` and
+the others go on. At the end ``londi report`` is written to ``DIR``.
 
 The config file format and its validation (:func:`load_config`, :class:`CellSpec`) are in
 :mod:`londi.evaluation.sweep_config`; they are re-exported here.
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from londi.agents.lm import load_policy
-from londi.core.errors import ConfigError, LondiError
+from londi.core.errors import ConfigError, LondiError, UnknownChoiceError
 from londi.core.io import atomic_write_json, atomic_write_text, read_json
 from londi.evaluation.loop import evaluate_methods
 from londi.evaluation.registry import build_method
@@ -60,6 +62,9 @@ CELLS_DIR = "cells"
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 ERROR_FILE = "error.txt"
+
+#: Where the cells run: ``local`` (a process pool) or ``ray`` (Ray tasks, :mod:`londi.evaluation.executors`).
+EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 PolicyFactory = Callable[[str, str], tuple[Any, Any]]
 
@@ -192,17 +197,20 @@ def run_cell(cell: CellSpec, out: str | os.PathLike[str], factory: str | PolicyF
             "deepthink_call_frac": entry["deepthink_call_frac"], "wall_seconds": results["wall_seconds"]["total"]}
 
 
+def _write_error(out: str | os.PathLike[str], cell: CellSpec, exc: BaseException) -> None:
+    """The traceback of ``exc`` into the cell's ``error.txt`` (best effort)."""
+    try:
+        atomic_write_text(cell_dir(out, cell) / ERROR_FILE, "".join(traceback.format_exception(exc)))
+    except OSError:
+        pass
+
+
 def _run_cell_guarded(cell: CellSpec, out: str, factory: Any) -> dict[str, Any]:
     """:func:`run_cell` that reports a failure instead of raising (it writes ``error.txt``)."""
     try:
         return run_cell(cell, out, factory)
     except Exception as exc:
-
-        text = "".join(traceback.format_exception(exc))
-        try:
-            atomic_write_text(cell_dir(out, cell) / ERROR_FILE, text)
-        except OSError:
-            pass
+        _write_error(out, cell, exc)
         return {"cell": cell.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
@@ -270,19 +278,33 @@ def run_sweep(
     policy_factory: str | PolicyFactory | None = None,
     progress: bool = True,
     report: bool | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    cpus_per_cell: float | None = None,
+    gpus_per_cell: float | None = None,
+    max_retries: int | None = None,
 ) -> SweepSummary:
     """Run the unfinished cells of a sweep into ``out``; finished cells are skipped.
 
     Args:
         config: a :class:`SweepConfig`, a config file or a config dict.
         out: the sweep folder (cells go to ``out/cells/``).
-        workers: processes running cells in parallel; 1 runs them in this process.
+        workers: processes running cells in parallel; 1 runs them in this process (the local
+            executor's option).
         max_cells: run at most this many unfinished cells, then stop (rerun to continue).
         policy_factory: overrides the config's ``policy_factory``: a callable
             ``(quick, deepthink) -> (QUICK, DEEPTHINK)`` (picklable, i.e. a module-level
             function, when ``workers > 1``) or ``"module:function"``.
         progress: show a progress bar over cells.
         report: write the report at the end (default: the config's ``report``).
+        executor: ``"local"`` (a process pool on this machine) or ``"ray"`` (each cell a Ray task,
+            :mod:`londi.evaluation.executors`; needs ``pip install 'londi[ray]'``).
+        address: the Ray cluster to connect to (``ray.init(address=...)``); default: start a
+            local Ray instance with every core, shut down at the end. Ray only.
+        cpus_per_cell: CPUs (and torch threads) of a cell's Ray task (default 1). Ray only.
+        gpus_per_cell: GPUs of a cell's Ray task, a fraction to share one (default 0). Ray only.
+        max_retries: retries of a Ray task that failed before its cell is reported as failed
+            (default 2). Ray only.
 
     With ``workers > 1`` the cells run in spawned processes, so a script that calls this must
     guard its entry point with ``if __name__ == "__main__":`` (as for any ``multiprocessing``).
@@ -294,6 +316,18 @@ def run_sweep(
     from tqdm.auto import tqdm
 
 
+    if executor not in EXECUTORS:
+        raise UnknownChoiceError("executor", str(executor), EXECUTORS)
+    ray_options = {"address": address, "cpus_per_cell": cpus_per_cell, "gpus_per_cell": gpus_per_cell,
+                   "max_retries": max_retries}
+    if executor == "ray":
+        from londi.evaluation import executors
+
+        executors.resolve_options(cpus_per_cell, gpus_per_cell, max_retries)  # fail early on bad values
+        executors.import_ray()  # and without Ray installed
+    elif any(v is not None for v in ray_options.values()):
+        given = ", ".join(k for k, v in ray_options.items() if v is not None)
+        raise ConfigError(f"{given}: options of the ray executor, not of executor={executor!r} (use --executor ray)")
     if not isinstance(config, SweepConfig):
         config = load_config(config)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -306,7 +340,7 @@ def run_sweep(
     factory = policy_factory if policy_factory is not None else config.policy_factory
     if isinstance(factory, str):
         resolve_policy_factory(factory)  # fail early on a bad import path
-    elif factory is not None and workers > 1:
+    elif factory is not None and workers > 1 and executor == "local":  # Ray ships it with cloudpickle
         try:
             pickle.dumps(factory)
         except Exception as exc:
@@ -339,7 +373,9 @@ def run_sweep(
             summary.ran.append(result["cell"])
 
     try:
-        if workers == 1 or len(todo) <= 1:
+        if executor == "ray":
+            executors.run_cells_ray(todo, out, factory, record, **ray_options)
+        elif workers == 1 or len(todo) <= 1:
             for cell in todo:
                 bar.set_postfix_str(cell.name, refresh=False)
                 record(_run_cell_guarded(cell, str(out), factory))
@@ -383,6 +419,7 @@ def _write_report(out: Path) -> Path | None:
 
 __all__ = [
     "CORE_METHODS",
+    "EXECUTORS",
     "METHODS",
     "SWEEP_KEYS",
     "TOP_KEYS",

@@ -24,6 +24,16 @@ MODEL_FILE = "model.zip"
 CHECKPOINT_DIR = "checkpoint"
 
 
+def reached(callback: BaseCallback, every: int) -> bool:
+    """Whether the step just taken brought ``callback.num_timesteps`` to or past a multiple of
+    ``every``: SB3 counts the transitions of all envs, so with ``N`` envs the count grows by ``N``
+    a step and may step over the multiple (with one env: ``num_timesteps % every == 0``)."""
+    env = callback.model.get_env()
+    n = env.num_envs if env is not None else 1
+    now = int(callback.num_timesteps)
+    return now // every > (now - n) // every
+
+
 class TqdmCallback(BaseCallback):
     """A tqdm progress bar over training steps (SB3's own needs ``rich``)."""
 
@@ -56,7 +66,7 @@ class ResumableCheckpoint(BaseCallback):
         self.folder, self.every = folder, every
 
     def _on_step(self) -> bool:
-        if self.every and self.num_timesteps % self.every == 0:
+        if self.every and reached(self, self.every):
             save_checkpoint(self.model, self.folder)
         return True
 
@@ -97,4 +107,4 @@ def load_checkpoint(folder: Path, env: Any) -> LondiDQN | None:
 
 
 __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "MODEL_FILE", "ResumableCheckpoint", "TqdmCallback", "load_checkpoint",
-           "save_checkpoint"]
+           "reached", "save_checkpoint"]

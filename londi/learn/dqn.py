@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -230,9 +231,8 @@ class _NumpyQNetwork:
             heads.append(layers)
         return cls(list(sub.keys()), heads, float(net.cost_weight))
 
-    def values(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``Q_r(s, .)`` and ``Q_c(s, .)`` of one observation."""
-        x = np.concatenate([np.asarray(observation[k], dtype=np.float32).reshape(-1) for k in self.keys])
+    def _heads(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``Q_r`` and ``Q_c`` of the flat input(s) ``x`` (one row, or a batch of rows)."""
         out = []
         for layers in self.heads:
             h = x
@@ -241,9 +241,24 @@ class _NumpyQNetwork:
             out.append(h)
         return out[0], out[1]
 
+    def _flat(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(observation[k], dtype=np.float32).reshape(-1) for k in self.keys])
+
+    def values(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``Q_r(s, .)`` and ``Q_c(s, .)`` of one observation."""
+        return self._heads(self._flat(observation))
+
     def greedy(self, observation: dict[str, np.ndarray]) -> int:
         q_r, q_c = self.values(observation)
         return int(np.argmax(masked_score(q_r, q_c, np.float32(self.cost_weight), observation.get(MASK_KEY))))
+
+    def greedy_batch(self, observations: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+        """:meth:`greedy` for several observations, in one matrix product per layer."""
+        q_r, q_c = self._heads(np.stack([self._flat(o) for o in observations]))
+        masks = None
+        if MASK_KEY in observations[0]:
+            masks = np.stack([np.asarray(o[MASK_KEY], dtype=np.float32).reshape(-1) for o in observations])
+        return np.argmax(masked_score(q_r, q_c, np.float32(self.cost_weight), masks), axis=1)
 
 
 def _mask_of(observation: Any, n_actions: int) -> np.ndarray:
@@ -392,6 +407,17 @@ class LondiDQN(DQN):
                for k, v in observation.items()}
         with th.inference_mode():
             return int(self.policy.q_net(obs).argmax(dim=1)[0])
+
+    def greedy_actions(self, observations: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+        """:meth:`greedy_action` for several unbatched observations in one pass (the switch
+        deciding for several episodes played side by side)."""
+        numpy_net = self._numpy_copy()
+        if numpy_net is not None:
+            return numpy_net.greedy_batch(observations)
+        obs = {k: th.as_tensor(np.stack([np.asarray(o[k], dtype=np.float32).reshape(-1) for o in observations]),
+                               device=self.device) for k in observations[0]}
+        with th.inference_mode():
+            return self.policy.q_net(obs).argmax(dim=1).cpu().numpy()
 
     def _numpy_copy(self) -> _NumpyQNetwork | None:
         """The numpy copy of the online Q-networks, rebuilt when a weight or the cost weight changed."""

@@ -45,7 +45,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from londi.core.io import atomic_write_json, read_json
-from londi.learn.callbacks import MODEL_FILE
+from londi.learn.callbacks import MODEL_FILE, reached
 from londi.rules import LearnedSwitch
 from londi.rules.offline import OfflineCost, offline_run
 from londi.switch.rollout import build_switch_env
@@ -189,7 +189,7 @@ class BestSwitchCallback(BaseCallback):
         return entry
 
     def _on_step(self) -> bool:
-        if self.num_timesteps % self.every == 0:
+        if reached(self, self.every):
             self.evaluate()
         return True
 

@@ -2,7 +2,8 @@
 
 1. Validate the :class:`TrainConfig` and make the run folder (``config.json`` first).
 2. Load QUICK and DEEPTHINK, wrap the env in a :class:`~londi.switch.env.SwitchEnv` with the
-   chosen features, per-call cost and (optionally) hard budget.
+   chosen features, per-call cost and (optionally) hard budget; with ``num_envs > 1``, that many
+   copies over the same two policies in a :class:`~londi.learn.vec_env.SwitchVecEnv`.
 3. Build :class:`~londi.learn.dqn.LondiDQN` (or resume it from the run folder's checkpoint).
 4. ``learn`` with a progress bar, CSV and TensorBoard logs, periodic checkpoints (weights,
    replay buffer, lambda, RNG states and step counter), all written atomically.
@@ -15,6 +16,7 @@ import math
 import os
 import random
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,11 +26,12 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecMonitor
 
 from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK, load_policy
 from londi.core.errors import ConfigError, LondiError, UnknownChoiceError
 from londi.core.io import atomic_write_json, read_json
-from londi.core.seeds import rng_seed, training_env_seed, training_seeds
+from londi.core.seeds import LEGACY_RUN_SEEDS, OFFLINE_SEED_END, rng_seed, training_env_seed, training_seeds
 from londi.envs import DEFAULT_ENV_ID, env_ids
 from londi.learn.callbacks import (
     CHECKPOINT_DIR,
@@ -41,6 +44,7 @@ from londi.learn.callbacks import (
 from londi.learn.dqn import LondiDQN
 from londi.learn.ensemble import SwitchEnsemble
 from londi.learn.selection import LAST_MODEL_FILE, SELECTION_PURPOSE, BestSwitchCallback, finish_selection
+from londi.learn.vec_env import SwitchVecEnv
 from londi.switch.card import (
     check_observation_dim,
     check_policies,
@@ -55,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 #: ``TrainConfig.select_every`` for runs with a per-call cost or a hard budget.
 DEFAULT_SELECT_EVERY = 2000
+#: Purpose string that draws the first-episode env seeds of training envs 1..N-1 (``num_envs``).
+TRAIN_ENVS_PURPOSE = "switch-train-envs"
+#: The most training envs one run plays at once.
+MAX_NUM_ENVS = 1024
 
 
 @dataclass
@@ -133,6 +141,18 @@ class TrainConfig:
     select_episodes: int = 120
     """Selection episodes per evaluation (training env seeds, the same each time; fewer made the
     pick noisier, docs/benchmarks.md "Keeping the best weights")."""
+    num_envs: int = 1
+    """Training episodes played at once (:class:`~londi.learn.vec_env.SwitchVecEnv`: copies of
+    the env over the same QUICK and DEEPTHINK, each step's LM calls batched across them). 1 is
+    the lone env of every run before this field existed, unchanged. Env 0's first episode is
+    :func:`~londi.core.seeds.training_env_seed`, env ``i``'s a distinct offline seed of its own
+    (:func:`training_env_seeds`); later episodes continue each env's own random stream.
+    ``steps``, ``learning_starts``, ``target_update_interval``, ``checkpoint_every`` and
+    ``select_every`` count transitions over all envs (SB3's ``num_timesteps``, which grows by
+    ``num_envs`` a step: a run stops at the first multiple of ``num_envs`` >= ``steps``, and an
+    interval fires on the first step that reaches it). The replay ratio is kept: one gradient
+    step per ``train_freq`` transitions, as with one env (SB3 collects ``train_freq / g`` steps
+    of all envs, then takes ``num_envs / g`` gradient steps, ``g = gcd(train_freq, num_envs)``)."""
 
     def __post_init__(self) -> None:
         if self.select_every is None:
@@ -169,6 +189,9 @@ class TrainConfig:
             raise ConfigError("learning_starts, checkpoint_every and select_every must be >= 0")
         if self.select_episodes <= 0:
             raise ConfigError(f"select_episodes must be positive, got {self.select_episodes}")
+        if (isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int)
+                or not 1 <= self.num_envs <= MAX_NUM_ENVS):
+            raise ConfigError(f"num_envs must be an integer from 1 to {MAX_NUM_ENVS}, got {self.num_envs!r}")
         if self.select_every and self.cost_limit is not None:
             raise ConfigError("select_every > 0 does not combine with cost_limit: a Lagrangian switch's weight c + lambda "
                               "moves during training and is calibrated to the limit afterwards, so there is no fixed "
@@ -210,7 +233,40 @@ def seed_everything(seed: int) -> None:
     th.manual_seed(seed)
 
 
+def training_env_seeds(config: TrainConfig) -> list[int]:
+    """The env seed of each training env's first episode (``config.num_envs`` of them).
+
+    Env 0 starts on :func:`~londi.core.seeds.training_env_seed`, as a lone env does; env ``i``
+    on the ``i``-th distinct draw from ``[LEGACY_RUN_SEEDS, OFFLINE_SEED_END)`` (offline seeds,
+    never held out, above the first training episodes of run seeds 0-9) of a stream of the run
+    seed's own, skipping the run's selection episodes. Env ``i``'s seed does not depend on
+    ``num_envs``.
+    """
+    first = training_env_seed(config.seed)
+    seeds = [first]
+    taken = {first}
+    if config.select_every:
+        taken.update(training_seeds(config.seed, config.select_episodes, SELECTION_PURPOSE))
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, zlib.crc32(TRAIN_ENVS_PURPOSE.encode())]))
+    while len(seeds) < config.num_envs:
+        s = int(rng.integers(LEGACY_RUN_SEEDS, OFFLINE_SEED_END))
+        if s not in taken:
+            seeds.append(s)
+            taken.add(s)
+    return seeds
+
+
+def _replay_schedule(config: TrainConfig) -> dict[str, Any]:
+    """SB3's ``train_freq`` (steps of all envs) and ``gradient_steps`` that keep one gradient step
+    per ``config.train_freq`` transitions with ``config.num_envs`` envs; nothing for one env."""
+    if config.num_envs == 1:
+        return {}
+    g = math.gcd(config.train_freq, config.num_envs)
+    return {"train_freq": config.train_freq // g, "gradient_steps": config.num_envs // g}
+
+
 def build_learner(config: TrainConfig, env: Any, *, tensorboard: bool = True) -> LondiDQN:
+    schedule = {"train_freq": config.train_freq, **_replay_schedule(config)}
     return LondiDQN(
         env=env,
         call_cost=config.cost,
@@ -224,7 +280,7 @@ def build_learner(config: TrainConfig, env: Any, *, tensorboard: bool = True) ->
         batch_size=config.batch_size,
         gamma=config.gamma,
         n_steps=config.n_steps,
-        train_freq=config.train_freq,
+        **schedule,
         target_update_interval=config.target_update_interval,
         exploration_fraction=config.exploration_fraction,
         exploration_final_eps=config.exploration_final_eps,
@@ -266,8 +322,15 @@ def train_switch(
 
         quick = quick or load_policy(config.quick)
         deepthink = deepthink or load_policy(config.deepthink)
-    env = build_switch_env(config.env, quick, deepthink, features=config.features, call_cost=config.cost,
-                           budget=config.budget)
+    if config.num_envs == 1:
+        env = build_switch_env(config.env, quick, deepthink, features=config.features, call_cost=config.cost,
+                               budget=config.budget)
+        train_env: Any = env
+    else:
+        env = SwitchVecEnv([build_switch_env(config.env, quick, deepthink, features=config.features,
+                                             call_cost=config.cost, budget=config.budget, own_streams=True)
+                            for _ in range(config.num_envs)])
+        train_env = VecMonitor(env)  # the episode returns and lengths SB3 logs (its Monitor, for a lone env)
     saved = read_description(run_dir)
     if saved is not None or (run_dir / MODEL_FILE).is_file():
         check_policies(run_dir, saved, quick=quick, deepthink=deepthink)  # resuming with other policies is an error
@@ -275,15 +338,18 @@ def train_switch(
         write_description(run_dir, describe_switch(config, env))
     if (run_dir / MODEL_FILE).is_file():
         logger.info("%s is already trained; loading it", run_dir)
-        return LondiDQN.load(run_dir / MODEL_FILE, env=env)
+        return LondiDQN.load(run_dir / MODEL_FILE, env=train_env)
     seed_everything(rng_seed(config.seed))
     ckpt = run_dir / CHECKPOINT_DIR
-    model = load_checkpoint(ckpt, env)
+    model = load_checkpoint(ckpt, train_env)
     if model is None:
-        model = build_learner(config, env)
+        model = build_learner(config, train_env)
     # SB3 seeded the env's first reset with the learner's seed; training starts on its own env
     # seed instead (the same for run seeds 0-9), never a held-out episode (see londi.core.seeds)
-    model.get_env().seed(training_env_seed(config.seed))
+    if config.num_envs == 1:
+        model.get_env().seed(training_env_seed(config.seed))
+    else:
+        model.get_env().seed(training_env_seeds(config))
     done = int(model.num_timesteps)
     log_formats = ["csv", "tensorboard"]
     model.set_logger(configure(str(run_dir / "logs"), log_formats))
@@ -315,7 +381,7 @@ def train_switch(
     if selection is None:
         return model
     finish_selection(run_dir)
-    return LondiDQN.load(run_dir / MODEL_FILE, env=env)
+    return LondiDQN.load(run_dir / MODEL_FILE, env=train_env)
 
 
 def load_switch(run_dir: str | Path, *, quick: Any = None, deepthink: Any = None,
@@ -346,7 +412,7 @@ def load_switch(run_dir: str | Path, *, quick: Any = None, deepthink: Any = None
 
 
 #: Config fields that may differ between the members of an ensemble.
-_MEMBER_FIELDS = ("seed", "checkpoint_every", "select_every", "select_episodes")
+_MEMBER_FIELDS = ("seed", "checkpoint_every", "select_every", "select_episodes", "num_envs")
 
 
 def load_switches(run_dirs: str | Path | Sequence[str | Path], *, call_cost: float | None = None,
@@ -388,4 +454,4 @@ def load_switches(run_dirs: str | Path | Sequence[str | Path], *, call_cost: flo
     return switch, config
 
 
-__all__ = ["TrainConfig", "default_run_dir", "load_switch", "load_switches", "train_switch"]
+__all__ = ["TrainConfig", "default_run_dir", "load_switch", "load_switches", "train_switch", "training_env_seeds"]

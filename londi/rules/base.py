@@ -8,6 +8,8 @@ The learned LONDI switch, the fixed ends of the curve and every baseline share t
 from __future__ import annotations
 
 import abc
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,16 @@ class SwitchRule(abc.ABC):
 
     def observe(self, info: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Called with the step's ``info`` after the env stepped (for rules with memory)."""
+
+    def spawn(self) -> SwitchRule:
+        """A copy that plays one of several episodes side by side (``--num-envs``).
+
+        The default is a shallow copy: what :meth:`reset` rebinds (the per-episode state) is the
+        copy's own, what the copies share (a trained model, calibration results, counters kept
+        for analysis) stays one object. A rule that keeps per-episode state in an object it
+        mutates without rebinding it in :meth:`reset`, or that wraps another rule, overrides this.
+        """
+        return copy.copy(self)
 
 
 class AlwaysQuick(SwitchRule):
@@ -81,6 +93,16 @@ class LearnedSwitch(SwitchRule):
             return self._greedy(obs)
         action, _ = self.model.predict(obs, deterministic=True)
         return int(action)
+
+    def choose_batch(self, observations: Sequence[dict[str, np.ndarray]], contexts: Sequence[StepContext]) -> list[int]:
+        """:meth:`choose` for several episodes' states in one pass of the network (the choice
+        has no per-episode state)."""
+        batched = getattr(self.model, "greedy_actions", None)
+        if batched is not None:
+            return [int(a) for a in batched(observations)]
+        stacked = {k: np.stack([np.asarray(o[k], dtype=np.float32) for o in observations]) for k in observations[0]}
+        actions, _ = self.model.predict(stacked, deterministic=True)
+        return [int(a) for a in np.asarray(actions).reshape(-1)]
 
 
 @dataclass

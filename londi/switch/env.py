@@ -41,12 +41,13 @@ an action ``1`` with no budget left executes QUICK and is counted in ``masked_ov
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from londi.agents.base import Decision, TextPolicy
+from londi.agents.base import BatchAnswer, Decision, TextPolicy
 from londi.core.errors import TOLERATED_ENV_ERRORS
 from londi.core.meter import CallRecord
 from londi.envs.base import TextObservation
@@ -64,6 +65,39 @@ from londi.switch.switcher import (
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class Move:
+    """The switch's choice carried out on a state (:meth:`SwitchEnv.choose_move`), before the game steps."""
+
+    choice: int
+    """0 QUICK, 1 DEEPTHINK (after the hard budget)."""
+    executed: str
+    """The text action that acts."""
+    env_action: Any
+    """That action as the game takes it."""
+    obs_before: TextObservation
+    quick_action: str | None
+    oracle_action: str | None
+
+
+@dataclass
+class PendingStep:
+    """A step of :meth:`SwitchEnv.begin_step` whose new state is not observed yet."""
+
+    next_text_obs: TextObservation
+    """The game's new state (the last one where the episode ended)."""
+    reward: float
+    """The switch's reward for the step (env reward minus the call cost)."""
+    terminated: bool
+    truncated: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+    """The step's info entries so far."""
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+
 class SwitchEnv(gym.Wrapper):
     """Choose, at every step of a text game, whether QUICK or DEEPTHINK acts.
 
@@ -78,7 +112,7 @@ class SwitchEnv(gym.Wrapper):
         budget: hard cap ``B`` >= 0 on DEEPTHINK calls per episode, or ``None`` for no cap.
         max_steps: the episode's step limit used to normalise the step feature (default: the
             env's ``max_steps`` attribute after each reset, else 100).
-        max_failure_rate, min_failure_calls: see :class:`~londi.switch.switcher.Switcher`.
+        max_failure_rate, min_failure_calls, own_streams: see :class:`~londi.switch.switcher.Switcher`.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -95,6 +129,7 @@ class SwitchEnv(gym.Wrapper):
         max_steps: int | None = None,
         max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE,
         min_failure_calls: int = DEFAULT_MIN_FAILURE_CALLS,
+        own_streams: bool = False,
     ) -> None:
         if call_cost < 0 or not np.isfinite(call_cost):
             raise ValueError(f"call_cost must be a finite number >= 0, got {call_cost}")
@@ -102,7 +137,8 @@ class SwitchEnv(gym.Wrapper):
             raise ValueError(f"max_steps must be positive, got {max_steps}")
         super().__init__(env)
         self.switcher = Switcher(quick, deepthink, features=features, budget=budget,
-                                 max_failure_rate=max_failure_rate, min_failure_calls=min_failure_calls)
+                                 max_failure_rate=max_failure_rate, min_failure_calls=min_failure_calls,
+                                 own_streams=own_streams)
         self.call_cost = float(call_cost)
         self._max_steps = max_steps
         self.action_space = self.switcher.action_space
@@ -191,52 +227,104 @@ class SwitchEnv(gym.Wrapper):
         return info
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        return self.finish_reset(self.begin_reset(seed=seed, options=options))
+
+    def step(self, action):
+        return self.finish_step(self.begin_step(action))
+
+    # ------------------------------------------------------------------ the two halves of reset and step
+    # What ``reset``/``step`` do, split where QUICK is consulted on the new state, so that a caller
+    # playing several SwitchEnvs side by side (:mod:`londi.switch.vector`) can ask QUICK (and
+    # DEEPTHINK) for all of them in one batched call and pass each its answer.
+    def begin_reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> TextObservation:
+        """Reset the game and start the switcher's episode; returns the first state, not yet observed."""
         _, base_info = self.env.reset(seed=seed, options=options)
+        return self.start_episode(seed, base_info)
+
+    def start_episode(self, seed: int | None, base_info: dict[str, Any]) -> TextObservation:
+        """The part of :meth:`begin_reset` after the game's reset (whose ``info`` is ``base_info``)."""
         self.switcher.begin(seed=seed, task=episode_task(self.env.unwrapped), max_steps=self._step_limit())
-        obs = self.switcher.observe(self._text_obs_of(base_info))
+        return self._text_obs_of(base_info)
+
+    def finish_reset(self, text_obs: TextObservation, *, answer: BatchAnswer | None = None):
+        """Observe the first state (``answer``: QUICK's, where asked already); returns ``(obs, info)``."""
+        obs = self.switcher.observe(text_obs, answer=answer)
         text_obs = self.switcher.text_observation
         return obs, self._info({"text_obs": text_obs, "oracle_action": text_obs.oracle_action})
 
-    def step(self, action):
+    def begin_step(self, action, *, answer: BatchAnswer | None = None) -> PendingStep:
+        """Carry out the switch's choice and step the game (``answer``: that of the role
+        ``switcher.planned_call(action)`` names, where asked already); the new state is not
+        observed yet (:attr:`PendingStep.next_text_obs`)."""
+        move = self.choose_move(action, answer=answer)
+        try:
+            result: Any = self.env.step(move.env_action)
+        except TOLERATED_ENV_ERRORS as exc:  # e.g. a crashed JVM: end the episode, keep training
+            result = exc
+        return self.apply_env_step(move, result)
+
+    def choose_move(self, action, *, answer: BatchAnswer | None = None) -> Move:
+        """The first part of :meth:`begin_step`: the switch's choice carried out, the game
+        action to play (:attr:`Move.env_action`), the game not stepped yet. A caller that steps
+        several games at once (:class:`~londi.envs.worker.SubprocessEnv`) plays it and hands
+        the game's answer to :meth:`apply_env_step`."""
         sw = self.switcher
         obs_now = sw.text_observation
         quick_action = sw.quick_decision.action if sw.quick_decision is not None else None
-        oracle = obs_now.oracle_action
-        choice, executed = sw.decide(action)
+        choice, executed = sw.decide(action, answer=answer)
+        return Move(choice, executed, self._env_action(executed), obs_now, quick_action, obs_now.oracle_action)
+
+    def apply_env_step(self, move: Move, result: Any) -> PendingStep:
+        """The second part of :meth:`begin_step`: the game's five-tuple for ``move``, or the
+        tolerated exception it raised (the episode is then truncated)."""
+        sw = self.switcher
         extra: dict[str, Any] = {}
-        try:
-            _, reward, terminated, truncated, base_info = self.env.step(self._env_action(executed))
-        except TOLERATED_ENV_ERRORS as exc:  # e.g. a crashed JVM: end the episode, keep training
-            logger.warning("the environment raised mid-episode: %r; truncating the episode", exc)
+        if isinstance(result, BaseException):
+            if not isinstance(result, TOLERATED_ENV_ERRORS):
+                raise result
+            logger.warning("the environment raised mid-episode: %r; truncating the episode", result)
             sw.accounting.env_errors += 1
             reward, terminated, truncated = 0.0, False, True
-            base_info = {"text_obs": obs_now}
-            extra["env_error"] = repr(exc)
+            base_info: dict[str, Any] = {"text_obs": move.obs_before}
+            extra["env_error"] = repr(result)
+        else:
+            _, reward, terminated, truncated, base_info = result
         reward = float(reward)
+        choice = move.choice
         cost = 1.0 if choice == DEEPTHINK else 0.0
         sw.record(choice, reward)
-        if terminated or truncated:
-            obs = sw.finish(base_info.get("text_obs", obs_now))
-        else:
-            obs = sw.observe(self._text_obs_of(base_info))
+        done = bool(terminated or truncated)
+        next_obs = base_info.get("text_obs", move.obs_before) if done else self._text_obs_of(base_info)
         extra.update(
             env_reward=reward,
             deepthink_cost=cost,
             choice="deepthink" if choice == DEEPTHINK else "quick",
-            executed_action=executed,
-            quick_action=quick_action,
-            oracle_action=oracle,
+            executed_action=move.executed,
+            quick_action=move.quick_action,
+            oracle_action=move.oracle_action,
             success=bool(base_info.get("success", terminated and reward > 0)),
-            text_obs=sw.text_observation,
         )
         for key in ("env_crashed", "level"):
             if key in base_info:
                 extra[key] = base_info[key]
-        return obs, reward - self.call_cost * cost, bool(terminated), bool(truncated), self._info(extra)
+        return PendingStep(next_obs, reward - self.call_cost * cost, bool(terminated), bool(truncated), extra)
+
+    def finish_step(self, pending: PendingStep, *, answer: BatchAnswer | None = None):
+        """Observe the new state of a :meth:`begin_step` (``answer``: QUICK's on it, where asked
+        already; none at the episode's end); returns gymnasium's five-tuple."""
+        sw = self.switcher
+        if pending.done:
+            if answer is not None:
+                raise ValueError("finish_step() got QUICK's answer for a final state: nothing is left to decide")
+            obs = sw.finish(pending.next_text_obs)
+        else:
+            obs = sw.observe(pending.next_text_obs, answer=answer)
+        extra = dict(pending.extra, text_obs=sw.text_observation)
+        return obs, pending.reward, pending.terminated, pending.truncated, self._info(extra)
 
     def _env_action(self, action: str) -> Any:
         index = getattr(self.env.unwrapped, "action_index", None)
         return index(action) if index is not None else action
 
 
-__all__ = ["DEEPTHINK", "QUICK", "ROLES", "EpisodeAccounting", "SwitchEnv", "reseed_policies"]
+__all__ = ["DEEPTHINK", "QUICK", "ROLES", "EpisodeAccounting", "Move", "PendingStep", "SwitchEnv", "reseed_policies"]

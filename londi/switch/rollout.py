@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from londi.agents.base import TextPolicy
 from londi.core.meter import CallRecord, device_timer
 from londi.envs import make_env
+from londi.envs.worker import SubprocessEnv
 from londi.switch.accounting import ROLES
 from londi.switch.context import StepContext
 from londi.switch.env import SwitchEnv
@@ -156,10 +157,19 @@ def build_switch_env(
     call_cost: float = 0.0,
     budget: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    own_streams: bool = False,
+    in_subprocess: bool = False,
 ) -> SwitchEnv:
-    """A :class:`SwitchEnv` over the env ``env_id`` (gymnasium's checker wrappers removed)."""
-    base = make_env(env_id, disable_env_checker=True, **(env_kwargs or {}))
-    return SwitchEnv(base, quick, deepthink, features=features, call_cost=call_cost, budget=budget)
+    """A :class:`SwitchEnv` over the env ``env_id`` (gymnasium's checker wrappers removed);
+    ``own_streams`` for one of several envs played side by side (:mod:`londi.switch.vector`),
+    ``in_subprocess`` to run the game in its own process
+    (:class:`~londi.envs.worker.SubprocessEnv`)."""
+    if in_subprocess:
+        base: Any = SubprocessEnv(env_id, disable_env_checker=True, **(env_kwargs or {}))
+    else:
+        base = make_env(env_id, disable_env_checker=True, **(env_kwargs or {}))
+    return SwitchEnv(base, quick, deepthink, features=features, call_cost=call_cost, budget=budget,
+                     own_streams=own_streams)
 
 
 def episode_stats(info: dict[str, Any]) -> EpisodeStats:

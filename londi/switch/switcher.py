@@ -29,9 +29,9 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-from londi.agents.base import Decision, TextPolicy, policy_endpoint, seed_policy
+from londi.agents.base import BatchAnswer, Decision, TextPolicy, act_batch, policy_endpoint, seed_policy, timed_act
 from londi.core.errors import TOLERATED_POLICY_ERRORS, EndpointFailureError
-from londi.core.meter import CallRecord, bill, call_clock, device_timer
+from londi.core.meter import CallRecord, bill, device_timer
 from londi.envs.base import TextObservation
 from londi.switch.accounting import DEEPTHINK, QUICK, ROLES, EpisodeAccounting
 from londi.switch.context import StepContext
@@ -53,13 +53,18 @@ DEFAULT_MIN_FAILURE_CALLS = 10
 DEFAULT_MAX_STEPS = 100
 
 
+def policy_seed(seed: int, position: int) -> int:
+    """The sampling seed of the policy at ``position`` (0 QUICK, 1 DEEPTHINK) in episode ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(position)]).generate_state(1)[0])
+
+
 def reseed_policies(seed: int, policies: tuple[object, ...]) -> None:
     """Seed each policy's sampling from ``seed`` and its position, so that a seeded episode draws
     the same LM actions whatever ran before it in the process (every method meets the same
     draws, a sweep cell repeats exactly, and :class:`~londi.agent.LondiAgent` matches
     ``londi eval``)."""
     for i, policy in enumerate(policies):
-        seed_policy(policy, int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0]))
+        seed_policy(policy, policy_seed(seed, i))
 
 
 class Switcher:
@@ -74,6 +79,12 @@ class Switcher:
         max_failure_rate: stop (:class:`~londi.core.errors.EndpointFailureError`) when more than this
             share of one role's calls failed; 1 never stops.
         min_failure_calls: calls of a role before its failure share is judged.
+        own_streams: keep each episode's sampling streams here (one generator per role, seeded
+            as :func:`reseed_policies` would seed the policy) and pass them with every call,
+            instead of reseeding the shared policies. Switchers that play episodes side by side
+            over the same policies (:mod:`londi.switch.vector`) need this; policies without
+            stream support (:attr:`~londi.agents.base.TextPolicy.supports_streams`) draw
+            from their own stream either way.
     """
 
     def __init__(
@@ -85,6 +96,7 @@ class Switcher:
         budget: int | None = None,
         max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE,
         min_failure_calls: int = DEFAULT_MIN_FAILURE_CALLS,
+        own_streams: bool = False,
     ) -> None:
         if budget is not None and (isinstance(budget, bool) or int(budget) != budget or budget < 0):
             raise ValueError(f"budget must be a non-negative integer or None, got {budget!r}")
@@ -98,6 +110,8 @@ class Switcher:
         self.budget = None if budget is None else int(budget)
         self.max_failure_rate = float(max_failure_rate)
         self.min_failure_calls = int(min_failure_calls)
+        self.own_streams = bool(own_streams)
+        self._streams: dict[str, np.random.Generator | None] = {"quick": None, "deepthink": None}
         dim = (self.encoder.dim if self.encoder is not None else 0) + CONTEXT_DIM
         self.observation_space = spaces.Dict(
             {
@@ -147,40 +161,65 @@ class Switcher:
         if seed is not None:
             self._rng, _ = seeding.np_random(int(seed))  # the draws a gymnasium env seeded alike makes
             self._episode_seed = int(seed)
-            reseed_policies(int(seed), (self.quick, self.deepthink))
+            if self.own_streams:
+                self._streams = {role: np.random.default_rng(policy_seed(int(seed), i))
+                                 for i, role in enumerate(("quick", "deepthink"))}
+            else:
+                reseed_policies(int(seed), (self.quick, self.deepthink))
         self._task = task
         self._episode_max_steps = int(max_steps) if max_steps is not None else DEFAULT_MAX_STEPS
 
-    def observe(self, text_obs: TextObservation) -> dict[str, np.ndarray]:
-        """Take the current state: consult QUICK if the features need it; return the switch observation."""
+    def observe(self, text_obs: TextObservation, *, answer: BatchAnswer | None = None) -> dict[str, np.ndarray]:
+        """Take the current state: consult QUICK if the features need it; return the switch observation.
+
+        ``answer``: QUICK's answer for ``text_obs`` where the caller asked it already (a batched
+        call over episodes played side by side); it is booked as if this switcher had called.
+        """
         self._obs_unchanged = self._text_obs is not None and text_obs.text == self._text_obs.text
         self._text_obs = text_obs
         self._quick_decision = None
         if self.consults_quick_every_step:
-            self._quick_decision = self._call("quick", self.quick, text_obs)
+            self._quick_decision = self._call("quick", self.quick, text_obs, answer)
+        elif answer is not None:
+            raise ValueError("observe() got QUICK's answer, but this switch consults QUICK only when chosen")
         return self.features()
 
-    def decide(self, action: int) -> tuple[int, str]:
+    def planned_call(self, action: int) -> str | None:
+        """The role that :meth:`decide` with ``action`` will call first on the current state
+        (``"deepthink"``, ``"quick"``), or ``None`` when QUICK's answer is already in hand: what
+        a caller batching several switchers' calls asks for them."""
+        if int(action) == DEEPTHINK and self.budget_left > 0:
+            return "deepthink"
+        return "quick" if self._quick_decision is None else None
+
+    def stream(self, role: str) -> np.random.Generator | None:
+        """The episode's sampling stream of ``role`` (``None`` unless ``own_streams``)."""
+        return self._streams[role]
+
+    def decide(self, action: int, *, answer: BatchAnswer | None = None) -> tuple[int, str]:
         """Carry out the switch's choice on the current state: returns ``(choice, game action)``.
 
         The choice is downgraded to QUICK when the hard budget is spent; a failing or
         non-admissible DEEPTHINK answer falls back to QUICK's, a failing QUICK to a random
-        admissible action (each counted in the accounting).
+        admissible action (each counted in the accounting). ``answer``: the answer of the role
+        :meth:`planned_call` names, where the caller asked it already.
         """
         choice = int(action)
         if choice not in (QUICK, DEEPTHINK):
             raise ValueError(f"switch action must be 0 (QUICK) or 1 (DEEPTHINK), got {action!r}")
+        if answer is not None and self.planned_call(choice) is None:
+            raise ValueError("decide() got an answer, but this step needs no new call")
         obs_now = self.text_observation
         if choice == DEEPTHINK and self.budget_left <= 0:
             choice = QUICK  # the hard cap holds whatever the switch asks
             self._acc.masked_overrides += 1
         decision: Decision | None
         if choice == DEEPTHINK:
-            decision = self._call("deepthink", self.deepthink, obs_now)
+            decision = self._call("deepthink", self.deepthink, obs_now, answer)
             if decision is None:  # fall back to QUICK's answer
                 decision = self._quick_decision or self._call("quick", self.quick, obs_now)
         else:
-            decision = self._quick_decision or self._call("quick", self.quick, obs_now)
+            decision = self._quick_decision or self._call("quick", self.quick, obs_now, answer)
         executed = decision.action if decision is not None else self._random_action(obs_now)
         oracle = obs_now.oracle_action
         quick_action = self._quick_decision.action if self._quick_decision is not None else None
@@ -259,14 +298,24 @@ class Switcher:
         return self.features()
 
     # ------------------------------------------------------------------ internals
-    def _call(self, role: str, policy: TextPolicy, obs: TextObservation) -> Decision | None:
-        decision: Decision | None = None
+    def _ask(self, role: str, policy: TextPolicy, obs: TextObservation) -> BatchAnswer:
+        """One timed call of ``role``, with the episode's stream where this switcher keeps them."""
+        stream = self._streams[role]
+        if stream is not None and getattr(policy, "supports_streams", False):
+            return act_batch(policy, [obs], [stream])[0]
+        return timed_act(policy, obs)
+
+    def _call(self, role: str, policy: TextPolicy, obs: TextObservation,
+              answer: BatchAnswer | None = None) -> Decision | None:
+        if answer is None:
+            answer = self._ask(role, policy, obs)
+        decision, timing = answer.decision, answer.timing
         failure = ""
-        with call_clock() as timing:
-            try:
-                decision = policy.act(obs)
-            except TOLERATED_POLICY_ERRORS as exc:  # expected faults: counted, then a fallback answers
-                failure = f"{type(exc).__name__}: {exc}"
+        if answer.error is not None:  # expected faults: counted, then a fallback answers
+            if not isinstance(answer.error, TOLERATED_POLICY_ERRORS):
+                raise answer.error
+            failure = f"{type(answer.error).__name__}: {answer.error}"
+            decision = None
         if decision is None:
             logger.warning("%s policy %r failed: %s", role, getattr(policy, "name", policy), failure)
             self._acc.add(role, bill(CallRecord(model=getattr(policy, "name", role), error=failure), timing))
@@ -328,4 +377,5 @@ class Switcher:
         return acts[int(self._rng.integers(len(acts)))]
 
 
-__all__ = ["DEFAULT_MAX_FAILURE_RATE", "DEFAULT_MIN_FAILURE_CALLS", "DEFAULT_MAX_STEPS", "Switcher", "reseed_policies"]
+__all__ = ["DEFAULT_MAX_FAILURE_RATE", "DEFAULT_MIN_FAILURE_CALLS", "DEFAULT_MAX_STEPS", "Switcher", "policy_seed",
+           "reseed_policies"]
