@@ -341,3 +341,15 @@ def test_a_candidate_filtering_policy_filters_in_a_batch_as_in_one_call():
         assert answer.decision.action == alone.action
         np.testing.assert_allclose(answer.decision.probs, alone.probs, atol=1e-6)
         assert len(answer.decision.probs) == len(obs.admissible_actions)
+
+
+def test_a_batched_run_whose_endpoint_fails_stops_with_a_clear_error(slow_server, pair):
+    from londi.core.errors import EndpointFailureError
+
+    _SlowCompletions.fail = True
+    quick = pair[0]
+    deepthink = HTTPPolicy(base_url=slow_server, model="slow", api="completions", max_retries=0, list_actions=False)
+    method = build_method("always-deepthink", quick=quick, deepthink=deepthink)
+    with pytest.raises(EndpointFailureError, match="DEEPTHINK calls to") as caught:
+        evaluate_methods({"dt": method}, episodes=8, seed=5, progress=False, num_envs=4)
+    assert caught.value.partial_results["valid"] is False
