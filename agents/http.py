@@ -570,10 +570,8 @@ class HTTPPolicy(TextPolicy):
 
     def act_batch(self, observations: Sequence[TextObservation],
                   generators: Sequence[np.random.Generator | None] | None = None) -> list[BatchAnswer]:
-        """:meth:`act` for each observation as concurrent requests, at most :attr:`max_concurrency`
-        in flight (a serving engine batches them). Each is timed in its own thread, so its
-        record's wall time is its own request's; sampling is the server's (``generators`` are
-        not used)."""
+        """:meth:`act` per observation as concurrent requests (at most :attr:`max_concurrency`),
+        each timed in its own thread; sampling is the server's (``generators`` are unused)."""
         if len(observations) <= 1 or self.max_concurrency == 1:
             return [timed_act(self, obs) for obs in observations]
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(observations)),

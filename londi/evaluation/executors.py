@@ -1,7 +1,7 @@
 """The Ray executor of ``londi sweep`` (``--executor ray``): each cell a Ray task.
 
 :func:`run_cells_ray` runs the unfinished cells that :func:`londi.evaluation.sweep.run_sweep`
-hands it, one Ray task per cell (:func:`londi.evaluation.sweep.run_cell`, as the local executor
+hands it, one Ray task per cell (:func:`londi.evaluation.cells.run_cell`, as the local executor
 runs them), so the cell folder layout, the atomic writes, "a finished cell is never rerun" and
 ``error.txt`` are the same. A task asks for ``cpus_per_cell`` CPUs (its torch thread count) and
 ``gpus_per_cell`` GPUs (a fraction shares a GPU between cells whose local models run on CUDA;
@@ -29,7 +29,8 @@ from typing import Any
 
 from londi.core.errors import ConfigError, LondiError
 from londi.core.io import atomic_write_text
-from londi.evaluation.sweep import ERROR_FILE, CellSpec, _init_worker, _write_error, cell_dir, run_cell
+from londi.evaluation.cells import ERROR_FILE, _init_worker, _write_error, cell_dir, run_cell
+from londi.evaluation.sweep_config import CellSpec
 
 logger = logging.getLogger(__name__)
 
