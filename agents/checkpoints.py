@@ -31,6 +31,12 @@ SHIPPED_MODELS: tuple[str, ...] = (DEFAULT_QUICK, DEFAULT_DEEPTHINK)
 #: The first pair, ``quick`` and ``deepthink`` (the same architectures trained with less or no
 #: DAgger; the default until 2026-11-24), still shipped and loaded by name for comparisons.
 EXTRA_MODELS: tuple[str, ...] = ("quick", "deepthink")
+#: The BabyAI-Text task-mix pair (go to, pick up with location words, put next to), trained on
+#: ``londi/BabyAIText-MixedTrainLocal-v0`` (see each model card): the default pair on every
+#: BabyAI-Text level but GoToLocal (:func:`default_pair`).
+MIX_QUICK = "quick-mix"
+MIX_DEEPTHINK = "deepthink-mix"
+MIX_MODELS: tuple[str, ...] = (MIX_QUICK, MIX_DEEPTHINK)
 #: The TextWorld and ScienceWorld pairs (``scripts/train_text_lms.py``), also loaded by name.
 TEXT_GAME_MODELS: tuple[str, ...] = (
     "textworld-quick", "textworld-deepthink", "scienceworld-quick", "scienceworld-deepthink",
@@ -45,6 +51,15 @@ ENSEMBLE_FILE = "londi_ensemble.json"
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 
 
+def default_pair(env_id: str) -> tuple[str, str]:
+    """The shipped ``(QUICK, DEEPTHINK)`` used on ``env_id`` when none is named: the task-mix pair
+    (:data:`MIX_MODELS`) on BabyAI-Text levels other than GoToLocal, else the default pair
+    (``DEFAULT_QUICK``, ``DEFAULT_DEEPTHINK``; on TextWorld and ScienceWorld name their pairs)."""
+    if env_id.startswith("londi/BabyAIText-") and not env_id.startswith("londi/BabyAIText-GoToLocal-"):
+        return MIX_QUICK, MIX_DEEPTHINK
+    return DEFAULT_QUICK, DEFAULT_DEEPTHINK
+
+
 def shipped_models_dir() -> Path:
     """The folder that holds the shipped checkpoints (``<package>/models``)."""
     return Path(__file__).resolve().parent / "models"
@@ -53,7 +68,7 @@ def shipped_models_dir() -> Path:
 def shipped_model_path(name: str) -> Path:
     """The folder of a shipped model (:data:`SHIPPED_MODELS`, :data:`EXTRA_MODELS` or
     :data:`TEXT_GAME_MODELS`); an error naming the valid ones."""
-    check_choice("shipped model", name, SHIPPED_MODELS + EXTRA_MODELS + TEXT_GAME_MODELS)
+    check_choice("shipped model", name, SHIPPED_MODELS + EXTRA_MODELS + MIX_MODELS + TEXT_GAME_MODELS)
     return shipped_models_dir() / name
 
 
@@ -65,7 +80,7 @@ def checkpoint_folder(name_or_path: str | Path) -> Path:
     :class:`~londi.core.errors.UnknownChoiceError` for a name that is neither a shipped model nor a path.
     """
     text = str(name_or_path)
-    if text in SHIPPED_MODELS or text in EXTRA_MODELS or text in TEXT_GAME_MODELS:
+    if text in SHIPPED_MODELS or text in EXTRA_MODELS or text in MIX_MODELS or text in TEXT_GAME_MODELS:
         folder = shipped_model_path(text)
         if not ((folder / "config.json").is_file() or (folder / ENSEMBLE_FILE).is_file()):
             script = "train_text_lms.py" if text in TEXT_GAME_MODELS else "train_lms.py"

@@ -27,6 +27,7 @@ from londi.agents.checkpoints import (
     DEFAULT_DEEPTHINK,
     DEFAULT_QUICK,
     EXTRA_MODELS,
+    MIX_MODELS,
     SHIPPED_MODELS,
     TEXT_GAME_MODELS,
     checkpoint_folder,
@@ -48,7 +49,7 @@ def _load_folder(folder: Path, **kwargs: Any) -> TextPolicy:
 
 def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
     """Load a shipped model by name (:data:`~londi.agents.checkpoints.SHIPPED_MODELS`, ``EXTRA_MODELS``,
-    ``TEXT_GAME_MODELS``) or any local checkpoint folder (:func:`~londi.agents.checkpoints.checkpoint_folder`). A checkpoint whose ``londi_policy.json`` has a ``"candidates"`` entry
+    ``MIX_MODELS``, ``TEXT_GAME_MODELS``) or any local checkpoint folder (:func:`~londi.agents.checkpoints.checkpoint_folder`). A checkpoint whose ``londi_policy.json`` has a ``"candidates"`` entry
     loads as a :class:`~londi.agents.candidates.CandidatePolicy` (scores a short candidate list); a
     folder with an ``londi_ensemble.json`` manifest loads as a
     :class:`~londi.agents.lm_ensemble.LMEnsemblePolicy` (several checkpoints, mean log-likelihoods).
@@ -60,7 +61,7 @@ def load_policy(name_or_path: str | Path, **kwargs: Any) -> TextPolicy:
     shipped checkpoint.
     """
     folder = checkpoint_folder(name_or_path)
-    if str(name_or_path) in SHIPPED_MODELS + EXTRA_MODELS + TEXT_GAME_MODELS:
+    if str(name_or_path) in SHIPPED_MODELS + EXTRA_MODELS + MIX_MODELS + TEXT_GAME_MODELS:
         kwargs.setdefault("name", str(name_or_path))
     return _load_folder(folder, **kwargs)
 

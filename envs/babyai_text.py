@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from collections import deque
 from typing import Any
 
@@ -121,6 +122,38 @@ def describe_view(image: np.ndarray, carrying: Any | None = None) -> list[str]:
     if carrying is not None:
         lines.append(f"You carry a {carrying.color} {carrying.type}")
     return lines
+
+
+_MISSION_OBJECT = rf"(?:({'|'.join(COLOR_NAMES)}) )?(ball|box|key|door)"
+_MISSION_RE = re.compile(rf"^(go to|pick up|put) (?:the|a) {_MISSION_OBJECT}(?: next to (?:the|a) {_MISSION_OBJECT})?")
+
+
+def mission_target(goal: str, text: str) -> tuple[str | None, str] | None:
+    """The object the agent should head for now, as ``(colour or None, type)``, read from the
+    mission and the text observation alone (no privileged state).
+
+    ``go to X`` and ``pick up X [location]``: X. ``put X next to Y``: X until the agent carries
+    it ("You carry a X" in ``text``), then Y. ``None`` for other missions (open a door,
+    sequences). The location words of PickupLoc ("on your left") are not resolved: they refer to
+    the agent's pose at the start of the episode.
+    """
+    m = _MISSION_RE.match(goal.strip())
+    if m is None:
+        return None
+    verb, first, second = m.group(1), (m.group(2), m.group(3)), (m.group(4), m.group(5))
+    if verb == "put" and second[1] is not None:
+        colour, kind = first
+        carried = re.search(r"You carry a (\w+) (\w+)", text)
+        if carried and carried.group(2) == kind and colour in (None, carried.group(1)):
+            return second
+    return first
+
+
+def matches_target(line: str, target: tuple[str | None, str]) -> bool:
+    """Whether a "You see a ..." line of the text observation shows an object matching ``target``."""
+    colour, kind = target
+    m = re.match(r"You see an? (?:(?:open|closed|locked) )?(\w+) (\w+) ", line.strip() + " ")
+    return bool(m) and m.group(2) == kind and colour in (None, m.group(1))
 
 
 class BabyAITextEnv(gym.Env):
@@ -319,5 +352,7 @@ __all__ = [
     "babyai_level_ids",
     "describe_offset",
     "describe_view",
+    "matches_target",
     "minigrid_id",
+    "mission_target",
 ]

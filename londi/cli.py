@@ -122,8 +122,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def load_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     """QUICK and DEEPTHINK from ``--quick``/``--deepthink`` (names, folders or server URLs); a
     served DEEPTHINK falls back to QUICK when it fails."""
+    from londi.agents.checkpoints import default_pair
     from londi.agents.loading import load_text_policy
+    from londi.envs import DEFAULT_ENV_ID
 
+    default_quick, default_deepthink = default_pair(args.env or DEFAULT_ENV_ID)
+    args.quick, args.deepthink = args.quick or default_quick, args.deepthink or default_deepthink
     http = {"http_api": args.http_api, "http_list_actions": args.http_list_actions == "yes",
             "http_concurrency": args.http_concurrency}
     quick = load_text_policy(args.quick, role="quick", **http)
@@ -140,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     values["env"] = values.get("env") or DEFAULT_ENV_ID
     config = TrainConfig(**values).validate()
     run_dir = Path(args.out) if args.out else default_run_dir(config)
+    args.quick, args.deepthink = config.quick, config.deepthink  # the env's default pair unless named
     quick, deepthink = load_pair(args)
     model = train_switch(config, run_dir, quick=quick, deepthink=deepthink, progress=not args.no_progress)
     model.get_env().close()  # stop an env's simulator (ScienceWorld's JVM) now, not in a finaliser
@@ -162,15 +167,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- parser
-def _add_lm_args(p: argparse.ArgumentParser, quick: str | None = None, deepthink: str | None = None) -> None:
-    """``--quick``, ``--deepthink`` (defaults: ``quick``/``deepthink``, else the shipped pair) and ``--http-api``."""
-    from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK
+def _add_lm_args(p: argparse.ArgumentParser) -> None:
+    """``--quick``, ``--deepthink`` (default: the env's default pair, :func:`londi.agents.checkpoints.default_pair`,
+    filled in by :func:`load_pair`) and the served-model options."""
+    from londi.agents.checkpoints import DEFAULT_DEEPTHINK, DEFAULT_QUICK, MIX_DEEPTHINK, MIX_QUICK
 
-    p.add_argument("--quick", default=DEFAULT_QUICK if quick is None else quick,
-                   help="QUICK model: shipped name, checkpoint folder or server URL (default: %(default)s)")
-    p.add_argument("--deepthink", default=DEFAULT_DEEPTHINK if deepthink is None else deepthink,
+    pair = (f"the env's default pair: {DEFAULT_QUICK} / {DEFAULT_DEEPTHINK} on GoToLocal, {MIX_QUICK} / "
+            f"{MIX_DEEPTHINK} on the other BabyAI-Text levels")
+    p.add_argument("--quick", default=None,
+                   help=f"QUICK model: shipped name, checkpoint folder or server URL (default: {pair})")
+    p.add_argument("--deepthink", default=None,
                    help="DEEPTHINK model: shipped name, checkpoint folder or OpenAI-compatible server URL "
-                        "such as http://127.0.0.1:8000/v1 (key from LONDI_API_KEY) (default: %(default)s)")
+                        f"such as http://127.0.0.1:8000/v1 (key from LONDI_API_KEY) (default: {pair})")
     p.add_argument("--http-api", choices=("chat", "completions"), default="chat",
                    help="API of a served model: chat (instruction models) or completions (base models, "
                         "`londi serve`) (default chat)")
@@ -389,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "stay those of one env (default %(default)s)")
     p.add_argument("--out", default=None, help="run folder (default runs/<env>__<method>__<seed>__<time>)")
     p.add_argument("--no-progress", action="store_true")
-    _add_lm_args(p, quick=tc("quick"), deepthink=tc("deepthink"))
+    _add_lm_args(p)
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     p.set_defaults(func=cmd_train,
                    config_fields=tuple(a.dest for a in p._actions if a.dest in train_fields))

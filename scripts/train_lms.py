@@ -12,6 +12,7 @@ evaluation through :class:`londi.agents.lm.HFPolicy`, the model card, ``londi_po
 Commands::
 
     python scripts/train_lms.py                      # the default pair into the package (agents/models/)
+    python scripts/train_lms.py --models quick-mix deepthink-mix   # the task-mix pair (GoTo, PickupLoc, PutNext)
     python scripts/train_lms.py --small --out /tmp/m # the pipeline in under 2 minutes (tests)
 
 Training episodes use seeds from 1,000,000 upwards; the held-out evaluation uses seeds
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for training (1 is fastest on a shared 2-core machine: with 2, "
                              "every step waits for the thread that another process preempted)")
-    parser.add_argument("--eval-episodes", type=int, default=200, help="held-out episodes per model (0: skip)")
+    parser.add_argument("--eval-episodes", type=int, default=200,
+                        help="held-out episodes per model, per level for a task-mix model (0: skip)")
     parser.add_argument("--eval-threads", type=int, default=1, help="torch threads while measuring cost per call")
     parser.add_argument("--device", default="cpu", help="where to train: cpu, cuda or cuda:N (evaluation is on the CPU)")
     parser.add_argument("--envs", type=int, default=32, help="environments played in parallel while collecting")
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from londi.agents.training.evaluation import (
         agreement_table,
         evaluate_policy,
+        evaluation_envs,
         expert_state_agreement,
         markdown_table,
     )
@@ -142,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             policy = HFPolicy(out_dir / name, name=name, device="cpu")
             logs[name]["vocab_size"] = len(policy.tokenizer)
-            result = evaluate_policy(policy, seeds, desc=f"{name}: held-out eval")
-            result.expert_agreement = expert_state_agreement(policy, seeds)
-            results.append(result)
+            for level, env_id in evaluation_envs(specs[name].env):  # a mix model: each level alone
+                result = evaluate_policy(policy, seeds, env_id=env_id, desc=f"{name}: held-out eval {level}".strip())
+                result.expert_agreement = expert_state_agreement(policy, seeds, env_id=env_id)
+                result.level = level
+                results.append(result)
         print(markdown_table(results))
         print(agreement_table(results))
     for name in args.models:

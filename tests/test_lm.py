@@ -15,6 +15,7 @@ from conftest import BABYAI_ACTIONS, babyai_observations, prompt_vocab, save_ran
 from londi.agents.checkpoints import (
     CHECKSUM_FILE,
     EXTRA_MODELS,
+    MIX_MODELS,
     SHIPPED_MODELS,
     shipped_model_path,
     shipped_models_dir,
@@ -67,7 +68,7 @@ def random_seq2seq_dir(tmp_path_factory, observations) -> Path:
 
 
 # ------------------------------------------------------------------------------ shipped pair
-@pytest.mark.parametrize("name", SHIPPED_MODELS + EXTRA_MODELS)
+@pytest.mark.parametrize("name", SHIPPED_MODELS + EXTRA_MODELS + MIX_MODELS)
 def test_shipped_checkpoint_loads_with_auto_classes(name):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -114,7 +115,7 @@ def test_decision_is_a_distribution_over_admissible_actions(which, request, obse
         assert rec.error is None and not rec.cache_hit
 
 
-@pytest.mark.parametrize("which", SHIPPED_MODELS + EXTRA_MODELS)
+@pytest.mark.parametrize("which", SHIPPED_MODELS + EXTRA_MODELS + MIX_MODELS)
 def test_greedy_option_and_saved_decoding(which, observations):
     """The shipped models sample at their saved temperature; ``sample=False`` takes the argmax."""
     settings = json.loads((shipped_model_path(which) / "londi_policy.json").read_text())
@@ -353,23 +354,38 @@ def test_spec_overrides_are_typed_and_checked(tmp_path):
 
 def test_every_entry_point_defaults_to_the_default_pair():
     """``londi train/eval``, ``TrainConfig``, a sweep without ``quick``/``deepthink``, the demo and
-    ``train_lms.py`` all use the default pair, which is shipped and loads by name."""
+    ``train_lms.py`` all use the default pair on GoToLocal and the task-mix pair on the other
+    BabyAI-Text levels; both are shipped and load by name."""
     from londi.agents import DEFAULT_DEEPTHINK, DEFAULT_QUICK, SHIPPED_MODELS
-    from londi.cli import build_parser
+    from londi.agents.checkpoints import MIX_MODELS, default_pair
+    from londi.cli import build_parser, load_pair
     from londi.evaluation.sweep import load_config
     from londi.learn.train import TrainConfig
 
     assert SHIPPED_MODELS == (DEFAULT_QUICK, DEFAULT_DEEPTHINK) == ("quick-dagger", "deepthink-dagger")
-    for command in (["train"], ["eval", "--method", "always-quick"], ["sweep", "experiments/smoke.json"]):
-        args = build_parser().parse_args(command)
-        if hasattr(args, "quick"):
-            assert (args.quick, args.deepthink) == SHIPPED_MODELS
+    assert MIX_MODELS == ("quick-mix", "deepthink-mix")
+    mix, put_next = "londi/BabyAIText-MixedTrainLocal-v0", "londi/BabyAIText-PutNextLocal-v0"
+    assert default_pair("londi/BabyAIText-GoToLocal-v0") == SHIPPED_MODELS
+    assert default_pair(mix) == default_pair(put_next) == MIX_MODELS
+    for env, pair in ((None, SHIPPED_MODELS), (mix, MIX_MODELS)):
+        extra = ["--env", env] if env else []
+        for command in (["train", *extra], ["eval", "--method", "always-quick", *extra]):
+            args = build_parser().parse_args(command)
+            assert (args.quick, args.deepthink) == (None, None)  # filled in from the env by load_pair
+            quick, deepthink = load_pair(args)
+            assert (args.quick, args.deepthink) == pair == (quick.name, deepthink.name)
+    args = build_parser().parse_args(["eval", "--method", "always-quick", "--env", mix, "--quick", "quick-dagger"])
+    load_pair(args)
+    assert (args.quick, args.deepthink) == ("quick-dagger", "deepthink-mix")  # a named model is kept
     assert (TrainConfig().quick, TrainConfig().deepthink) == SHIPPED_MODELS
+    assert (TrainConfig(env=mix).quick, TrainConfig(env=mix).deepthink) == MIX_MODELS
     sweep = load_config({"name": "t", "episodes": 1, "seeds": [0], "grid": [{"method": "always-quick"}]})
     assert {(c.quick, c.deepthink) for c in sweep.cells} == {SHIPPED_MODELS}
+    sweep = load_config({"name": "t", "env": mix, "episodes": 1, "seeds": [0], "grid": [{"method": "always-quick"}]})
+    assert {(c.quick, c.deepthink) for c in sweep.cells} == {MIX_MODELS}
     from londi.agents.training.specs import DEFAULT_MODELS
 
     assert list(SHIPPED_MODELS) == DEFAULT_MODELS
     assert _load_script("train_lms").build_parser().parse_args([]).models == list(SHIPPED_MODELS)
-    for name in SHIPPED_MODELS:
+    for name in SHIPPED_MODELS + MIX_MODELS:
         assert verify_checksums(shipped_model_path(name))

@@ -29,34 +29,34 @@ from londi.agents.training.specs import TRAIN_SEED_START, ModelSpec
 from londi.agents.training.tokenizer import ACTIONS, COLOURS, OBJECT_TYPES, babyai_tokenizer
 from londi.agents.training.trainer import Learner, run_dagger
 from londi.envs import DEFAULT_ENV_ID, make_env
+from londi.envs.babyai_text import matches_target, mission_target
 
 logger = logging.getLogger("londi.agents.training")
 
 #: Classes of the auxiliary offset targets: lateral -3..3 (index dx + 3) or forward 0..6, plus
 #: the last class for "the goal object is not in view".
 OFFSET_CLASSES = 8
-_GOAL_RE = re.compile(r"go to (?:the|a) (\w+) (\w+)")
 _OFFSET_RE = re.compile(r"(\d+) steps? (left|right|forward)")
 
 
 def goal_offset(obs) -> tuple[int, int]:
-    """Where the mission's object is in the current observation, read from the text itself.
+    """Where the mission's current target object (:func:`~londi.envs.babyai_text.mission_target`)
+    is in the current observation, read from the text itself.
 
     Returns ``(lateral class, forward class)`` of the nearest matching object (see
-    :data:`OFFSET_CLASSES`); ``(7, 7)`` when none is in view or the mission is not a go-to.
+    :data:`OFFSET_CLASSES`); ``(7, 7)`` when none is in view or the mission has no target.
     This is the auxiliary training target (no privileged state is used).
     """
-    m = _GOAL_RE.search(obs.goal)
     none = (OFFSET_CLASSES - 1, OFFSET_CLASSES - 1)
-    if m is None:
+    target = mission_target(obs.goal, obs.text)
+    if target is None:
         return none
-    prefix = f"You see a {m.group(1)} {m.group(2)} "
     best = None
     for line in obs.text.splitlines():
-        if not line.startswith(prefix):
+        if not matches_target(line, target):
             continue
         dx = dy = 0
-        for n, word in _OFFSET_RE.findall(line[len(prefix):]):
+        for n, word in _OFFSET_RE.findall(line.split(target[1], 1)[1]):
             if word == "forward":
                 dy = int(n)
             else:
@@ -66,6 +66,16 @@ def goal_offset(obs) -> tuple[int, int]:
     if best is None:
         return none
     return (min(max(best[0], -3), 3) + 3, min(best[1], 6))
+
+
+def target_token(obs, vocab: dict[str, int]) -> int:
+    """The token id of the coloured-object compound (``"red ball"``) of the mission's current
+    target, ``-1`` when the target has no colour or there is none (the match head then skips
+    the sample)."""
+    target = mission_target(obs.goal, obs.text)
+    if target is None or target[0] is None:
+        return -1
+    return vocab.get(f"{target[0]} {target[1]}", -1)
 
 
 def object_token_tables(tokenizer) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +144,8 @@ class ActionLearner(Learner):
         self.ids: list[list[int]] = []
         self.labels: list[int] = []
         self.aux: list[tuple[int, int]] = []
+        self.targets: list[int] = []  # token id of the current target object per sample (-1: none)
+        self._vocab = tokenizer.get_vocab()
         self._action_tensor = torch.tensor(self.action_ids, device=device)
         self.luts = augmentation_tables(tokenizer, spec.augment, np.random.default_rng(seed + 7))
         turn_left, turn_right = self.action_ids[0], self.action_ids[1]
@@ -166,6 +178,7 @@ class ActionLearner(Learner):
         self.ids.extend(self.encode([s.obs for s in samples]))
         self.labels.extend(self.action_ids[ACTIONS.index(s.label)] for s in samples)
         self.aux.extend(goal_offset(s.obs) for s in samples)
+        self.targets.extend(target_token(s.obs, self._vocab) for s in samples)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -201,16 +214,19 @@ class ActionLearner(Learner):
 
         seqs, targets = [self.ids[i] for i in indices], [self.labels[i] for i in indices]
         aux = [self.aux[i] for i in indices]
+        goal_tokens = [self.targets[i] for i in indices]
         if self.luts is not None:  # one random renaming per sample
             pick = rng.integers(len(self.luts), size=len(indices))
             seqs = [self.luts[k][s].tolist() for k, s in zip(pick, seqs)]
             targets = [int(self.luts[k][t]) for k, t in zip(pick, targets)]
+            goal_tokens = [int(self.luts[k][g]) if g >= 0 else -1 for k, g in zip(pick, goal_tokens)]
             aux = [_mirror_offset(a) if self.mirrored[k] else a for k, a in zip(pick, aux)]
         inp, lengths = self._batch(seqs)
         target = torch.tensor(targets, device=self.device)
-        return self._loss(inp, lengths, target, torch.tensor(aux, device=self.device))
+        return self._loss(inp, lengths, target, torch.tensor(aux, device=self.device),
+                          torch.tensor(goal_tokens, device=self.device))
 
-    def _loss(self, inp, lengths, target, aux):
+    def _loss(self, inp, lengths, target, aux, goal_tokens):
         """Cross-entropy of the expert's action after the prompt, plus ``lm_loss_weight`` times
         the next-token loss on the prompt's own text (goal and observations).
 
@@ -231,7 +247,7 @@ class ActionLearner(Learner):
             pred = self.aux_head(last).view(-1, 2, OFFSET_CLASSES)
             loss = loss + self.spec.aux_weight * F.cross_entropy(pred.reshape(-1, OFFSET_CLASSES), aux.reshape(-1))
         if self.spec.match_weight > 0:
-            target, mask = self._match_targets(inp, lengths)
+            target, mask = self._match_targets(inp, lengths, goal_tokens)
             if mask.any():
                 logit = self.match_head(h).squeeze(-1)
                 loss = loss + self.spec.match_weight * F.binary_cross_entropy_with_logits(logit[mask], target[mask])
@@ -246,14 +262,15 @@ class ActionLearner(Learner):
             )
         return loss
 
-    def _match_targets(self, inp, lengths):
+    def _match_targets(self, inp, lengths, goal_tokens):
         """Per-token targets of the match head: 1 at an object token (and the offset token after
-        it) whose object is the mission's, 0 at other objects; masked elsewhere."""
+        it) whose object is the mission's current target (``goal_tokens``: its compound's token id
+        per sample, -1 for none), 0 at other objects; masked elsewhere and in samples without one."""
         import torch
 
         obj = self._obj_of[inp]
         goal = self._is_goal[inp]
-        goal_obj = torch.where(goal, obj, torch.full_like(obj, -1)).max(dim=1).values
+        goal_obj = torch.where(goal_tokens >= 0, self._obj_of[goal_tokens.clamp(min=0)], torch.full_like(goal_tokens, -1))
         is_obj = (obj >= 0) & ~goal
         pos = torch.arange(inp.shape[1], device=inp.device)[None, :]
         is_obj &= pos < lengths[:, None]
@@ -302,15 +319,21 @@ def train_model(spec: ModelSpec, *, seed: int, out_dir: Path, threads: int, n_en
                 init_from: Path | None = None, keep_rounds: bool = False) -> dict:
     """Collect data, train with DAgger and save ``spec`` under ``out_dir/spec.name``. Returns a log.
 
-    ``init_from``: a checkpoint folder of the same architecture (weights and tokenizer) to continue
-    training from instead of starting from random weights: a fine-tuning run, usually with more
-    DAgger rounds at a lower ``dagger_beta`` and another ``seed`` (fresh episodes).
+    The episodes are ``spec.env``'s. ``init_from``: a checkpoint folder of the same architecture
+    (weights and tokenizer) to continue training from instead of starting from random weights: a
+    fine-tuning run, usually with more DAgger rounds at a lower ``dagger_beta`` and another
+    ``seed`` (fresh episodes). Without it, ``spec.init_from`` names the shipped model to start
+    from, if any.
 
     ``keep_rounds``: also save the model after every DAgger round, as ``out_dir/NAME-roundK`` with
     the log so far in ``train_log.json``, so that a run stopped part-way (a time limit, a crash)
     keeps the rounds it finished, and the rounds can be compared. No card, no checksums here.
     """
 
+    if init_from is None and spec.init_from:
+        from londi.agents.checkpoints import shipped_models_dir
+
+        init_from = shipped_models_dir() / spec.init_from
     rng = np.random.default_rng(seed)
     log: dict = {"spec": asdict(spec), "seed": seed, "threads": threads, "device": device, "phases": [],
                  "init_from": str(init_from) if init_from else None}
@@ -319,7 +342,7 @@ def train_model(spec: ModelSpec, *, seed: int, out_dir: Path, threads: int, n_en
 
         log["device_name"] = torch.cuda.get_device_name(torch.device(device))
     t_start = time.time()
-    envs = make_envs(n_envs)
+    envs = make_envs(n_envs, spec.env)
     base = seed_base(spec, seed)
     demos = collect(envs, range(base, base + spec.demo_episodes), desc=f"{spec.name}: expert demos")
     samples, succ, n = demos
@@ -343,7 +366,7 @@ def train_model(spec: ModelSpec, *, seed: int, out_dir: Path, threads: int, n_en
     def keep(r: int) -> None:
         if keep_rounds:
             kept = out_dir / f"{spec.name}-round{r + 1}"
-            learner.save(kept, trained_on=DEFAULT_ENV_ID)
+            learner.save(kept, trained_on=spec.env)
             (kept / "train_log.json").write_text(json.dumps({**log, "train_states": len(learner)}, indent=2,
                                                             default=str))
 
@@ -353,7 +376,7 @@ def train_model(spec: ModelSpec, *, seed: int, out_dir: Path, threads: int, n_en
     log["train_states"] = len(learner)
     log["train_seconds"] = time.time() - t_start
     log["parameters"] = int(learner.model.num_parameters())
-    learner.save(out_dir / spec.name, trained_on=DEFAULT_ENV_ID)
+    learner.save(out_dir / spec.name, trained_on=spec.env)
     return log
 
 

@@ -25,9 +25,14 @@ def babyai_card(spec: ModelSpec, log: dict, results: list[EvalResult], command: 
         f"{p.get('rollin_success', p.get('expert_success', float('nan'))):.3f} | {p['loss']:.3f} | {p['elapsed_s']:.0f} |"
         for p in log["phases"]
     )
-    return f"""# {spec.name.upper()}: a behaviour-cloned text policy for BabyAI-Text GoToLocal
+    env_name = spec.env.split("BabyAIText-", 1)[-1].rsplit("-v", 1)[0]
+    origin = (f"fine-tuned in this project from the shipped `{log['init_from'].rstrip('/').rsplit('/', 1)[-1]}`"
+              if log.get("init_from") else "trained from scratch in this project")
+    levels = sorted({r.level for r in results if r.level})
+    knows = (f"the levels of its mix ({', '.join(levels)})" if levels else f"one level ({env_name})")
+    return f"""# {spec.name.upper()}: a behaviour-cloned text policy for BabyAI-Text {env_name}
 
-A causal language model (Llama architecture, trained from scratch in this project) that writes the
+A causal language model (Llama architecture, {origin}) that writes the
 next action after LONDI's shared prompt (`londi.agents.prompt.build_prompt`). It is one half of
 LONDI's shipped QUICK/DEEPTHINK pair and is loaded like any Hugging Face checkpoint:
 `londi.agents.lm.load_policy("{spec.name}")`, or `AutoModelForCausalLM.from_pretrained(<this folder>)`.
@@ -44,7 +49,7 @@ LONDI's shipped QUICK/DEEPTHINK pair and is loaded like any Hugging Face checkpo
 
 ## Training data and procedure
 
-Env `londi/BabyAIText-GoToLocal-v0`. Labels come from Minigrid's BabyAIBot, **an oracle** that
+Env `{spec.env}`. Labels come from Minigrid's BabyAIBot, **an oracle** that
 reads the full game state. First {spec.demo_episodes} expert episodes, then {spec.dagger_rounds} DAgger
 round(s) of {spec.dagger_episodes} episodes each, rolled in by the model itself (the expert acts
 with probability beta per step) and labelled by the expert; training continues on the aggregate
@@ -61,7 +66,7 @@ Training command: `{command}`
 
 ## Evaluation
 
-{mine.episodes} held-out episodes (seeds {HELDOUT_SEED_START:,} to {HELDOUT_SEED_START + mine.episodes - 1:,}, never used in
+{mine.episodes} held-out episodes{" per level" if levels else ""} (seeds {HELDOUT_SEED_START:,} to {HELDOUT_SEED_START + mine.episodes - 1:,}, never used in
 training), the model in control at every step, through `londi.agents.lm.HFPolicy` on the CPU with
 {eval_threads} torch thread(s) (device-seconds = process CPU time per call). Measured {time.strftime("%Y-%m-%d")} on a
 2-core CPU container, {"the models measured in this run in the same process" if len(results) > 1 else "alone"}:
@@ -75,7 +80,7 @@ object is ("ahead": in view straight ahead, the easy case; "side": in view off t
 ## Intended use and limits
 
 Built for LONDI's demo and tests: a cheap/strong pair whose gap depends on the state, on 2 CPU
-cores, with nothing downloaded. It knows one level (GoToLocal) and the BabyAI-Text renderer's
+cores, with nothing downloaded. It knows {knows} and the BabyAI-Text renderer's
 words; anything else maps to `<unk>`. It is not a general language model.
 """
 

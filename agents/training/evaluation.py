@@ -15,7 +15,6 @@ Held-out episodes use env seeds from :data:`~londi.agents.training.specs.HELDOUT
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,25 +25,25 @@ from londi.agents.base import Decision
 from londi.agents.training.specs import HELDOUT_SEED_START
 from londi.core.meter import CallRecord
 from londi.envs import DEFAULT_ENV_ID, make_env
+from londi.envs.babyai_text import MIXED_TRAIN_LOCAL_LEVELS, matches_target, mission_target
 
 #: Categories of BabyAI states, by where the goal object is.
 DIFFICULTIES = ("ahead", "side", "unseen")
-_GOAL_RE = re.compile(r"go to (?:the|a) (\w+) (\w+)")
 
 
 def state_difficulty(goal: str, text: str) -> str:
-    """Where the goal object of a GoTo mission is in the text observation.
+    """Where the mission's current target object (:func:`~londi.envs.babyai_text.mission_target`:
+    the go-to or pick-up object; for put-next-to, the object to carry, then the one to put it
+    by) is in the text observation.
 
     ``"ahead"``: a matching object is in view straight ahead (no left/right offset) - the easy
     case; ``"side"``: matching objects are in view but all off to the side; ``"unseen"``: none
-    is in view (or the mission is not a simple go-to). ``side`` and ``unseen`` are the "hard"
-    states.
+    is in view (or the mission has no target). ``side`` and ``unseen`` are the "hard" states.
     """
-    m = _GOAL_RE.search(goal)
-    if m is None:
+    target = mission_target(goal, text)
+    if target is None:
         return "unseen"
-    target = f"You see a {m.group(1)} {m.group(2)}"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(target)]
+    lines = [ln.strip() for ln in text.splitlines() if matches_target(ln, target)]
     if not lines:
         return "unseen"
     if any(" left" not in ln and " right" not in ln for ln in lines):
@@ -121,6 +120,12 @@ class EvalResult:
     agreement: dict[str, list[int]] = field(default_factory=dict)  # on own states: difficulty -> [agree, total]
     expert_agreement: dict[str, list[int]] = field(default_factory=dict)  # on the expert's states (greedy)
     seeds: list[int] = field(default_factory=list)
+    level: str = ""  # the level measured, for a model of the task mix ("" for a one-level model)
+
+    @property
+    def label(self) -> str:
+        """The model's name, and the level when there is one (the tables' first column)."""
+        return f"{self.model} ({self.level})" if self.level else self.model
 
     @property
     def success_rate(self) -> float:
@@ -144,6 +149,16 @@ def _rate(table: dict[str, list[int]], kinds: tuple[str, ...]) -> float:
     agree = sum(table.get(k, [0, 0])[0] for k in kinds)
     total = sum(table.get(k, [0, 0])[1] for k in kinds)
     return agree / total if total else float("nan")
+
+
+def evaluation_envs(env_id: str) -> list[tuple[str, str]]:
+    """``(level, env id)`` to measure a model trained on ``env_id``: each level of the task mix
+    (``londi/BabyAIText-MixedTrainLocal-v0``) on its own, else ``[("", env_id)]``."""
+    from londi.envs.registration import BABYAI_PREFIX
+
+    if env_id == f"{BABYAI_PREFIX}MixedTrainLocal-v0":
+        return [(level, f"{BABYAI_PREFIX}{level}-v0") for level in MIXED_TRAIN_LOCAL_LEVELS]
+    return [("", env_id)]
 
 
 def evaluate_policy(policy, seeds, *, env_id: str | None = None, progress: bool = True, desc: str = "") -> EvalResult:
@@ -234,7 +249,7 @@ def markdown_table(results: list[EvalResult]) -> str:
     for r in results:
         lo, hi = wilson(r.successes, r.episodes)
         rows.append(
-            f"| {r.model} | {r.success_rate:.3f} ({lo:.2f}-{hi:.2f}) | {r.mean_return:.3f} | {r.mean_steps:.1f} | "
+            f"| {r.label} | {r.success_rate:.3f} ({lo:.2f}-{hi:.2f}) | {r.mean_return:.3f} | {r.mean_steps:.1f} | "
             f"{1000 * r.device_seconds_per_call:.2f} | {r.wall_ms_per_call:.2f} | {r.parameters:,} | "
             f"{r.input_tokens_per_call:.0f} + {r.output_tokens_per_call:.0f} | {r.flops_per_call / 1e9:.3f} | "
             f"{_rate(r.expert_agreement, ('ahead',)):.2f} / {_rate(r.expert_agreement, ('side', 'unseen')):.2f} |"
@@ -257,7 +272,7 @@ def agreement_table(results: list[EvalResult]) -> str:
             for k in DIFFICULTIES:
                 a, t = table.get(k, [0, 0])
                 cells.append(f"{a / t:.2f} ({a}/{t})" if t else "n/a")
-            rows.append(f"| {r.model} | {label} | " + " | ".join(cells) + " |")
+            rows.append(f"| {r.label} | {label} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows) + "\n"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from londi.core.seeds import HELDOUT_SEED_BASE, LM_TRAIN_SEED_START
+from londi.envs.registration import DEFAULT_ENV_ID
 
 #: Training episodes use env seeds from here upwards (held-out evaluation seeds lie below).
 TRAIN_SEED_START = LM_TRAIN_SEED_START
@@ -77,6 +78,14 @@ class ModelSpec:
     choice does not depend on them, and it forces the model to match the goal to the line
     instead of learning per-colour shortcuts); ``"colours+mirror"`` (also swap left and right)."""
 
+    env: str = DEFAULT_ENV_ID
+    """BabyAI only: the env whose episodes the demonstrations and DAgger roll-ins are drawn from
+    (``londi/BabyAIText-MixedTrainLocal-v0`` for the task-mix pair); the held-out evaluation
+    measures each of its levels."""
+    init_from: str = ""
+    """BabyAI only: a shipped model (by name) whose weights and tokenizer training starts from;
+    empty for random weights. ``--init-from`` on the command line takes precedence."""
+
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"{self.name}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -96,7 +105,7 @@ class ModelSpec:
 
 
 #: BabyAI fields that the text-game checkpoints leave out of their ``londi_policy.json``.
-BABYAI_ONLY_FIELDS = ("aux_weight", "match_weight", "augment", "lm_loss_weight")
+BABYAI_ONLY_FIELDS = ("aux_weight", "match_weight", "augment", "lm_loss_weight", "env", "init_from")
 
 # ------------------------------------------------------------------------------ BabyAI-Text
 #: QUICK: one tiny layer without history, trained briefly on expert demonstrations only. One
@@ -124,9 +133,20 @@ QUICK_DAGGER = replace(QUICK, name="quick-dagger", dagger_rounds=3, dagger_episo
                        epochs_round=2.0)
 DEEPTHINK_DAGGER = replace(DEEPTHINK, name="deepthink-dagger", demo_episodes=3000, dagger_rounds=3,
                            dagger_episodes=1000, dagger_beta=0.25, epochs_demo=4.0, epochs_round=1.5)
+#: The env of the task-mix pair: go-to, pick-up (with location words) and put-next-to levels.
+MIX_ENV_ID = "londi/BabyAIText-MixedTrainLocal-v0"
+#: The task-mix pair (``quick-mix``, ``deepthink-mix``). QUICK-MIX is QUICK-DAGGER's recipe on the
+#: mix, from random weights. DEEPTHINK-MIX starts from DEEPTHINK-DAGGER's weights (it already
+#: finds and reaches the mission's object, and its tokenizer has every word of the mix), then
+#: learns picking up and putting next to from the mix's expert data and learner-led DAgger
+#: rounds: a fine-tuning run that fits a 2-core CPU, where the from-scratch recipe takes hours.
+QUICK_MIX = replace(QUICK_DAGGER, name="quick-mix", env=MIX_ENV_ID, demo_episodes=900)
+DEEPTHINK_MIX = replace(DEEPTHINK_DAGGER, name="deepthink-mix", env=MIX_ENV_ID, init_from="deepthink-dagger",
+                        demo_episodes=1500, dagger_rounds=3, dagger_episodes=600, dagger_beta=0.25,
+                        epochs_demo=3.0, epochs_round=1.0, lr=7e-4)
 #: Every BabyAI spec by name.
 BABYAI_SPECS = {"quick-dagger": QUICK_DAGGER, "deepthink-dagger": DEEPTHINK_DAGGER, "quick": QUICK,
-                "deepthink": DEEPTHINK}
+                "deepthink": DEEPTHINK, "quick-mix": QUICK_MIX, "deepthink-mix": DEEPTHINK_MIX}
 #: What ``train_lms.py --models`` trains by default: the default pair.
 DEFAULT_MODELS = ["quick-dagger", "deepthink-dagger"]
 #: ``--small``: the whole pipeline (demos, a DAgger round, saving) in well under two minutes.
@@ -141,6 +161,8 @@ BABYAI_SMALL = {
     "quick-dagger": replace(_SMALL_QUICK, name="quick-dagger", dagger_rounds=1, dagger_episodes=40, dagger_beta=0.25,
                             epochs_round=2.0),
     "deepthink-dagger": replace(_SMALL_DEEPTHINK, name="deepthink-dagger", dagger_beta=0.25),
+    "quick-mix": replace(_SMALL_QUICK, name="quick-mix", env=MIX_ENV_ID),
+    "deepthink-mix": replace(_SMALL_DEEPTHINK, name="deepthink-mix", env=MIX_ENV_ID),
 }
 
 # ------------------------------------------------------------------------------ TextWorld / ScienceWorld

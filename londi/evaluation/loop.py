@@ -115,5 +115,12 @@ def format_table(results: dict[str, Any]) -> str:
             f"{m['deepthink_call_frac']:>9.3f}{m['deepthink_calls_per_episode']:>7.2f}"
             f"{m['device_seconds']['total']:>10.4f}"
         )
+    levels = sorted({lvl for m in results["methods"].values() for lvl in m.get("per_level", {})})
+    if levels:  # a task mix: success and DEEPTHINK call fraction per level
+        lines += ["", "per level: success / DT frac", f"{'method':<22}" + "".join(f"{lvl:>22}" for lvl in levels)]
+        for name, m in results["methods"].items():
+            cells = [m.get("per_level", {}).get(lvl) for lvl in levels]
+            lines.append(f"{name:<22}" + "".join(
+                f"{c['success']:>14.3f} / {c['deepthink_call_frac']:.2f}" if c else f"{'-':>22}" for c in cells))
     return "\n".join(lines)
 

@@ -114,7 +114,8 @@ def summarize(
     disagreement counts, ``quick_oracle_disagreements_per_episode`` (the hindsight **oracle**'s
     calls on these states) and ``taken_oracle_disagreements_per_episode`` are added. With
     ``include_episodes`` the records themselves are added under ``per_episode`` so that runs
-    can later be pooled across seeds.
+    can later be pooled across seeds. Where the episodes come from more than one level (a task
+    mix), ``per_level`` holds success, steps, call fraction, calls and device-seconds per level.
 
     Raises:
         ValueError: ``episodes`` is empty.
@@ -151,9 +152,25 @@ def summarize(
         counts = [getattr(e, name) for e in episodes]
         if all(c is not None for c in counts):
             out[f"{name}_per_episode"] = float(np.mean(counts))
+    levels = sorted({e.level for e in episodes if e.level is not None})
+    if len(levels) > 1:  # a task mix: the same figures per level
+        out["per_level"] = {level: _level_summary([e for e in episodes if e.level == level]) for level in levels}
     if include_episodes:
         out["per_episode"] = [e.to_dict() for e in episodes]
     return out
+
+
+def _level_summary(episodes: Sequence[EpisodeStats]) -> dict[str, float]:
+    steps = sum(e.steps for e in episodes)
+    deep = sum(e.deepthink_calls for e in episodes)
+    return {
+        "episodes": len(episodes),
+        "success": float(np.mean([e.success for e in episodes])),
+        "steps": float(np.mean([e.steps for e in episodes])),
+        "deepthink_call_frac": deep / steps if steps else float("nan"),
+        "deepthink_calls_per_episode": deep / len(episodes),
+        "device_seconds_total": float(np.mean([e.total_device_seconds for e in episodes])),
+    }
 
 
 def summarize_seeds(

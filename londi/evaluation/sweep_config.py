@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK
+from londi.agents.checkpoints import default_pair
 from londi.core.errors import ConfigError, LondiError, UnknownChoiceError
 from londi.core.seeds import SEED_STRIDE
 from londi.envs import DEFAULT_ENV_ID, env_ids
@@ -253,7 +253,8 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any], *, name: str
     ids = env_ids()
     if env not in ids:
         raise UnknownChoiceError("env id", str(env), ids)
-    quick, deepthink = data.get("quick", DEFAULT_QUICK), data.get("deepthink", DEFAULT_DEEPTHINK)
+    default_quick, default_deepthink = default_pair(env)
+    quick, deepthink = data.get("quick", default_quick), data.get("deepthink", default_deepthink)
     for key, value in (("quick", quick), ("deepthink", deepthink)):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key} must be a model name or checkpoint folder, got {value!r}")

@@ -28,7 +28,8 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecMonitor
 
-from londi.agents.lm import DEFAULT_DEEPTHINK, DEFAULT_QUICK, load_policy
+from londi.agents.checkpoints import default_pair
+from londi.agents.lm import load_policy
 from londi.core.errors import ConfigError, LondiError, UnknownChoiceError
 from londi.core.io import atomic_write_json, read_json
 from londi.core.seeds import LEGACY_RUN_SEEDS, OFFLINE_SEED_END, rng_seed, training_env_seed, training_seeds
@@ -71,10 +72,12 @@ class TrainConfig:
 
     env: str = DEFAULT_ENV_ID
     """Env id to train on (``londi envs`` lists them)."""
-    quick: str = DEFAULT_QUICK
-    """QUICK model: a shipped name or a checkpoint folder."""
-    deepthink: str = DEFAULT_DEEPTHINK
-    """DEEPTHINK model: a shipped name or a checkpoint folder."""
+    quick: str | None = None
+    """QUICK model: a shipped name or a checkpoint folder; ``None``: the env's default pair's
+    (:func:`~londi.agents.checkpoints.default_pair`: the task-mix pair on BabyAI-Text levels other
+    than GoToLocal, else ``quick-dagger``), filled in when the config is made."""
+    deepthink: str | None = None
+    """DEEPTHINK model: a shipped name or a checkpoint folder; ``None``: the env's default pair's."""
     features: str = "quick+goal+choice"
     """Switch features: quick, choice, goal, bow, minilm, oracle (**an oracle**: the expert's label,
     for controlled experiments only), or a '+' combination. QUICK's own signals (entropy,
@@ -155,6 +158,9 @@ class TrainConfig:
     of all envs, then takes ``num_envs / g`` gradient steps, ``g = gcd(train_freq, num_envs)``)."""
 
     def __post_init__(self) -> None:
+        default_quick, default_deepthink = default_pair(self.env)
+        self.quick = self.quick or default_quick
+        self.deepthink = self.deepthink or default_deepthink
         if self.select_every is None:
             self.select_every = 0 if self.cost_limit is not None else DEFAULT_SELECT_EVERY
 

@@ -65,6 +65,8 @@ class EpisodeStats:
             episode's states); ``None`` when the env has no expert.
         taken_oracle_disagreements: steps where the executed action differed from the **oracle**
             expert's; ``None`` when the env has no expert.
+        level: the episode's level where the env reports one (``info["level"]``: BabyAI-Text,
+            whose task mix draws a level per episode); ``None`` otherwise.
     """
 
     success: bool
@@ -75,6 +77,7 @@ class EpisodeStats:
     device_seconds: dict[str, float] = field(default_factory=dict)
     quick_oracle_disagreements: int | None = None
     taken_oracle_disagreements: int | None = None
+    level: str | None = None
 
     def __post_init__(self) -> None:
         self.success = bool(self.success)
@@ -124,6 +127,8 @@ class EpisodeStats:
             out["quick_oracle_disagreements"] = self.quick_oracle_disagreements
         if self.taken_oracle_disagreements is not None:
             out["taken_oracle_disagreements"] = self.taken_oracle_disagreements
+        if self.level is not None:
+            out["level"] = self.level
         return out
 
     @classmethod
@@ -145,6 +150,7 @@ class EpisodeStats:
             device_seconds=seconds,
             quick_oracle_disagreements=data.get("quick_oracle_disagreements"),
             taken_oracle_disagreements=data.get("taken_oracle_disagreements"),
+            level=data.get("level"),
         )
 
 
@@ -185,6 +191,7 @@ def episode_stats(info: dict[str, Any]) -> EpisodeStats:
         device_seconds=dict(acc.device_seconds),
         quick_oracle_disagreements=acc.oracle_disagreements if labelled else None,
         taken_oracle_disagreements=acc.taken_oracle_disagreements if info.get("oracle_action") is not None or labelled else None,
+        level=str(info["level"]) if info.get("level") is not None else None,
     )
 
 
