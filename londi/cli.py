@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from londi.agents import serving
+from londi.core.argtypes import call_rate as _call_rate
 from londi.core.argtypes import non_negative_float as _non_negative_float
 from londi.core.argtypes import non_negative_int as _non_negative_int
 from londi.core.argtypes import positive_int as _positive_int
@@ -159,8 +160,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("LONDI demo: training a switch between the shipped QUICK and DEEPTHINK LMs on BabyAI-Text, "
           "then evaluating it on held-out episodes (no downloads, CPU only).", flush=True)
     results = run_demo(args.out, steps=args.steps, episodes=args.episodes, seed=args.seed, cost=args.cost,
+                       rate=None if args.no_calibrate else args.rate, calibration_episodes=args.calibration_episodes,
                        progress=not args.no_progress)
     print(format_table(results))
+    calibration = results.get("calibration")
+    if calibration:
+        print(f"londi acts at a DEEPTHINK call rate of {results['demo_rate']:g}: its cost weight, trained at "
+              f"{calibration['trained_weight']:.3g}, calibrated to {calibration['threshold']:.3g} on "
+              f"{calibration['episodes_per_round']} training-seed episodes")
     print(f"\nwrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'success_vs_calls.png'} "
           f"({results['wall_seconds']['total']:.0f} s)")
     return 0
@@ -297,7 +304,7 @@ def _add_report_parser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from londi.core.seeds import VALIDATION_SEED
-    from londi.demo import DEMO_COST, DEMO_EPISODES, DEMO_STEPS, run_demo
+    from londi.demo import DEMO_CALIBRATION_EPISODES, DEMO_COST, DEMO_EPISODES, DEMO_RATE, DEMO_STEPS, run_demo
     from londi.evaluation.loop import evaluate_methods
     from londi.learn.train import DEFAULT_SELECT_EVERY, TrainConfig
     from londi.rules.calibrated import DEFAULT_CALIBRATION_EPISODES, DEFAULT_LIMIT_CALIBRATION_EPISODES
@@ -407,7 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=DEMO_STEPS, help="training steps (default %(default)s)")
     p.add_argument("--episodes", type=_positive_int, default=DEMO_EPISODES,
                    help="held-out episodes (default %(default)s)")
-    p.add_argument("--cost", type=_non_negative_float, default=DEMO_COST, help="per-call cost (default %(default)s)")
+    p.add_argument("--cost", type=_non_negative_float, default=DEMO_COST,
+                   help="per-call cost the switch trains with (default %(default)s)")
+    p.add_argument("--rate", type=_call_rate, default=DEMO_RATE,
+                   help="DEEPTHINK call rate the switch acts at: its cost weight is calibrated to it after training "
+                        "(default %(default)s)")
+    p.add_argument("--calibration-episodes", type=_positive_int, default=DEMO_CALIBRATION_EPISODES,
+                   help="training-seed episodes for that calibration (default %(default)s)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="act at the trained cost weight (--cost) instead of calibrating to --rate")
     p.add_argument("--seed", type=_non_negative_int, default=_param_default(run_demo, "seed"),
                    help="run seed: any non-negative integer (default %(default)s)")
     p.add_argument("--no-progress", action="store_true")

@@ -63,8 +63,9 @@ def test_train_parses_into_the_default_config(monkeypatch):
 
 def test_demo_sweep_and_serve_defaults_are_read_not_copied():
     p = _subparser("demo")
-    assert (p.get_default("steps"), p.get_default("episodes"), p.get_default("cost")) == (
-        demo.DEMO_STEPS, demo.DEMO_EPISODES, demo.DEMO_COST)
+    assert (p.get_default("steps"), p.get_default("episodes"), p.get_default("cost"), p.get_default("rate"),
+            p.get_default("calibration_episodes")) == (
+        demo.DEMO_STEPS, demo.DEMO_EPISODES, demo.DEMO_COST, demo.DEMO_RATE, demo.DEMO_CALIBRATION_EPISODES)
     from londi.evaluation.sweep import run_sweep
 
     params = inspect.signature(run_sweep).parameters

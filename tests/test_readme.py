@@ -130,8 +130,9 @@ def test_every_readme_command_runs(tmp_path):
             argv = shlex.split(command)
             if argv[:2] == ["bash", "scripts/demo.sh"]:
                 _run([*argv, "--out", str(tmp_path / "demo_out"), "--steps", TINY_STEPS, "--episodes",
-                      TINY_EPISODES, "--no-progress"], ROOT, env)
-                assert (tmp_path / "demo_out" / "results.json").is_file()
+                      TINY_EPISODES, "--calibration-episodes", "6", "--no-progress"], ROOT, env)
+                demo = json.loads((tmp_path / "demo_out" / "results.json").read_text())
+                assert demo["demo_rate"] == 0.25 and demo["calibration"]["target_rate"] == 0.25
             elif argv[0] == "londi" and argv[1] == "serve":
                 log = (tmp_path / "serve.log").open("w")
                 servers.append(subprocess.Popen([str(LONDI), *argv[1:]], cwd=work, env=env, stdout=log,

@@ -69,32 +69,40 @@ def goal_offset(obs) -> tuple[int, int]:
 
 
 def target_token(obs, vocab: dict[str, int]) -> int:
-    """The token id of the coloured-object compound (``"red ball"``) of the mission's current
-    target, ``-1`` when the target has no colour or there is none (the match head then skips
+    """The token id naming the mission's current target: its coloured-object compound
+    (``"red ball"``), or its object type alone (``"ball"``) for a mission without a colour
+    (``"pick up a ball"``: any ball counts); ``-1`` when there is none (the match head then skips
     the sample)."""
     target = mission_target(obs.goal, obs.text)
-    if target is None or target[0] is None:
+    if target is None:
         return -1
-    return vocab.get(f"{target[0]} {target[1]}", -1)
+    colour, kind = target
+    return vocab.get(kind if colour is None else f"{colour} {kind}", -1)
 
 
-def object_token_tables(tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    """``(object index per token id or -1, is-mission-token per token id)`` for the match head.
+def object_token_tables(tokenizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(object index, is-mission-token, object-type index)`` per token id, for the match head.
 
     Object tokens are the coloured-object compounds (``"red ball"``); mission tokens are the
-    go-to compounds (``"go to the red ball"``), which share the object's index.
+    go-to compounds (``"go to the red ball"``), which share the object's index. The type index
+    (-1 for none) is set for the compounds and for the type words alone (``"ball"``), so that a
+    mission without a colour matches every object of its type.
     """
     vocab = tokenizer.get_vocab()
     obj_of = np.full(len(vocab), -1, dtype=np.int64)
+    kind_of = np.full(len(vocab), -1, dtype=np.int64)
     is_goal = np.zeros(len(vocab), dtype=bool)
     objects: dict[str, int] = {}
-    pattern = re.compile(rf"^(go to (?:the|a) )?((?:{'|'.join(COLOURS)}) (?:{'|'.join(OBJECT_TYPES)}))$")
+    pattern = re.compile(rf"^(go to (?:the|a) )?((?:{'|'.join(COLOURS)}) ({'|'.join(OBJECT_TYPES)}))$")
     for tok, i in vocab.items():
         m = pattern.match(tok)
         if m:
             obj_of[i] = objects.setdefault(m.group(2), len(objects))
+            kind_of[i] = OBJECT_TYPES.index(m.group(3))
             is_goal[i] = m.group(1) is not None
-    return obj_of, is_goal
+        elif tok in OBJECT_TYPES:
+            kind_of[i] = OBJECT_TYPES.index(tok)
+    return obj_of, is_goal, kind_of
 
 
 def augmentation_tables(tokenizer, augment: str, rng: np.random.Generator, n: int = 256):
@@ -117,7 +125,9 @@ def augmentation_tables(tokenizer, augment: str, rng: np.random.Generator, n: in
         lut = np.arange(len(vocab))
         for tok, i in vocab.items():
             words = tok.split(" ")
-            new = [cmap.get(w, kmap.get(w, side.get(w, w))) if len(words) > 1 or w in side else w for w in words]
+            # Every token is renamed, the type words alone too: "pick up a key" must become
+            # "pick up a box" wherever "red key" becomes "green box".
+            new = [cmap.get(w, kmap.get(w, side.get(w, w))) for w in words]
             if len(words) > 1 and words[-1] == "door":
                 new[-1] = "door"
             renamed = " ".join(new)
@@ -153,9 +163,10 @@ class ActionLearner(Learner):
         # Training-only heads (not saved): goal object's lateral and forward offset classes; match.
         self.aux_head = torch.nn.Linear(spec.hidden_size, 2 * OFFSET_CLASSES).to(device)
         self.match_head = torch.nn.Linear(spec.hidden_size, 1).to(device)
-        obj_of, is_goal = object_token_tables(tokenizer)
+        obj_of, is_goal, kind_of = object_token_tables(tokenizer)
         self._obj_of = torch.tensor(obj_of, device=device)
         self._is_goal = torch.tensor(is_goal, device=device)
+        self._kind_of = torch.tensor(kind_of, device=device)
 
     @classmethod
     def from_checkpoint(cls, spec: ModelSpec, folder: Path, seed: int, device: str = "cpu") -> ActionLearner:
@@ -264,22 +275,27 @@ class ActionLearner(Learner):
 
     def _match_targets(self, inp, lengths, goal_tokens):
         """Per-token targets of the match head: 1 at an object token (and the offset token after
-        it) whose object is the mission's current target (``goal_tokens``: its compound's token id
-        per sample, -1 for none), 0 at other objects; masked elsewhere and in samples without one."""
+        it) that is the mission's current target (``goal_tokens``: per sample, the id of its
+        compound, or of its type word for a mission without a colour, -1 for none), 0 at other
+        objects; masked elsewhere and in samples without a target."""
         import torch
 
         obj = self._obj_of[inp]
         goal = self._is_goal[inp]
-        goal_obj = torch.where(goal_tokens >= 0, self._obj_of[goal_tokens.clamp(min=0)], torch.full_like(goal_tokens, -1))
+        known = goal_tokens >= 0
+        safe = goal_tokens.clamp(min=0)
+        goal_obj = torch.where(known, self._obj_of[safe], torch.full_like(goal_tokens, -1))
+        goal_kind = torch.where(known, self._kind_of[safe], torch.full_like(goal_tokens, -1))
         is_obj = (obj >= 0) & ~goal
         pos = torch.arange(inp.shape[1], device=inp.device)[None, :]
         is_obj &= pos < lengths[:, None]
-        match = (obj == goal_obj[:, None]) & is_obj
+        same = torch.where((goal_obj >= 0)[:, None], obj == goal_obj[:, None], self._kind_of[inp] == goal_kind[:, None])
+        match = same & is_obj
         after = torch.zeros_like(is_obj)
         after[:, 1:] = is_obj[:, :-1]
         match_after = torch.zeros_like(match)
         match_after[:, 1:] = match[:, :-1]
-        mask = (is_obj | after) & (goal_obj[:, None] >= 0)
+        mask = (is_obj | after) & (known & (goal_kind >= 0))[:, None]
         return (match | match_after).float(), mask
 
     def act_batch(self, observations, rng: np.random.Generator | None = None) -> list[str]:
@@ -297,10 +313,12 @@ class ActionLearner(Learner):
         return [ACTIONS[int(rng.choice(len(ACTIONS), p=p / p.sum()))] for p in probs]
 
 
-def make_envs(n: int, env_id: str | None = None) -> list:
-    """``n`` BabyAI-Text envs (default: ``londi.envs.DEFAULT_ENV_ID``) for :func:`rollin_lockstep`."""
+def make_envs(n: int, env_id: str | None = None, levels: tuple[str, ...] | None = None) -> list:
+    """``n`` BabyAI-Text envs (default: ``londi.envs.DEFAULT_ENV_ID``) for :func:`rollin_lockstep`;
+    ``levels``: a mixed env's levels (see :attr:`ModelSpec.levels`)."""
 
-    return [make_env(env_id or DEFAULT_ENV_ID, disable_env_checker=True) for _ in range(n)]
+    kwargs = {"levels": levels} if levels else {}
+    return [make_env(env_id or DEFAULT_ENV_ID, disable_env_checker=True, **kwargs) for _ in range(n)]
 
 
 def collect(envs, seeds, *, actor=None, beta: float = 1.0, rng=None, desc: str = "collect") -> Collected:
@@ -342,7 +360,7 @@ def train_model(spec: ModelSpec, *, seed: int, out_dir: Path, threads: int, n_en
 
         log["device_name"] = torch.cuda.get_device_name(torch.device(device))
     t_start = time.time()
-    envs = make_envs(n_envs, spec.env)
+    envs = make_envs(n_envs, spec.env, spec.level_names())
     base = seed_base(spec, seed)
     demos = collect(envs, range(base, base + spec.demo_episodes), desc=f"{spec.name}: expert demos")
     samples, succ, n = demos

@@ -10,6 +10,9 @@ from dataclasses import dataclass, fields, replace
 from londi.core.seeds import HELDOUT_SEED_BASE, LM_TRAIN_SEED_START
 from londi.envs.registration import DEFAULT_ENV_ID
 
+#: The BabyAI-Text task mix: go to, pick up, put next to (one level per episode).
+MIX_ENV_ID = "londi/BabyAIText-MixedTrainLocal-v0"
+
 #: Training episodes use env seeds from here upwards (held-out evaluation seeds lie below).
 TRAIN_SEED_START = LM_TRAIN_SEED_START
 #: First env seed of the LMs' held-out evaluation episodes (500,000 + i, never trained on).
@@ -85,6 +88,10 @@ class ModelSpec:
     init_from: str = ""
     """BabyAI only: a shipped model (by name) whose weights and tokenizer training starts from;
     empty for random weights. ``--init-from`` on the command line takes precedence."""
+    levels: str = ""
+    """BabyAI only: for a mixed ``env``, the levels its training episodes draw from, comma-separated
+    (e.g. ``"GoToLocal,PickupLoc,PickupLoc,PutNextLocal"``: a level named twice is drawn twice as
+    often); empty for the env's own mix. The held-out evaluation still measures each level alone."""
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -95,9 +102,15 @@ class ModelSpec:
             raise ValueError(f"{self.name}: dagger_beta must be in [0, 1], got {self.dagger_beta}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"{self.name}: augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.levels and self.env != MIX_ENV_ID:
+            raise ValueError(f"{self.name}: levels is only for env {MIX_ENV_ID!r}, got env {self.env!r}")
         for field_name in ("demo_episodes", "batch_size", "num_layers", "hidden_size"):
             if getattr(self, field_name) <= 0:
                 raise ValueError(f"{self.name}: {field_name} must be positive")
+
+    def level_names(self) -> tuple[str, ...] | None:
+        """:attr:`levels` as a tuple for the env's ``levels`` argument; ``None`` for the env's own."""
+        return tuple(name.strip() for name in self.levels.split(",") if name.strip()) or None
 
     def dagger_beta_at(self, round_index: int) -> float:
         """The expert's share in DAgger round ``round_index`` (0-based): halved every round."""
@@ -105,7 +118,8 @@ class ModelSpec:
 
 
 #: BabyAI fields that the text-game checkpoints leave out of their ``londi_policy.json``.
-BABYAI_ONLY_FIELDS = ("aux_weight", "match_weight", "augment", "lm_loss_weight", "env", "init_from")
+BABYAI_ONLY_FIELDS = ("aux_weight", "match_weight", "augment", "lm_loss_weight", "env", "init_from",
+                      "levels")
 
 # ------------------------------------------------------------------------------ BabyAI-Text
 #: QUICK: one tiny layer without history, trained briefly on expert demonstrations only. One
@@ -134,7 +148,6 @@ QUICK_DAGGER = replace(QUICK, name="quick-dagger", dagger_rounds=3, dagger_episo
 DEEPTHINK_DAGGER = replace(DEEPTHINK, name="deepthink-dagger", demo_episodes=3000, dagger_rounds=3,
                            dagger_episodes=1000, dagger_beta=0.25, epochs_demo=4.0, epochs_round=1.5)
 #: The env of the task-mix pair: go-to, pick-up (with location words) and put-next-to levels.
-MIX_ENV_ID = "londi/BabyAIText-MixedTrainLocal-v0"
 #: The task-mix pair (``quick-mix``, ``deepthink-mix``). QUICK-MIX is QUICK-DAGGER's recipe on the
 #: mix, from random weights. DEEPTHINK-MIX starts from DEEPTHINK-DAGGER's weights (it already
 #: finds and reaches the mission's object, and its tokenizer has every word of the mix), then
