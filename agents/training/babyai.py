@@ -295,7 +295,7 @@ class ActionLearner(Learner):
         after[:, 1:] = is_obj[:, :-1]
         match_after = torch.zeros_like(match)
         match_after[:, 1:] = match[:, :-1]
-        mask = (is_obj | after) & (known & (goal_kind >= 0))[:, None]
+        mask = (is_obj | after) & (goal_kind >= 0)[:, None]  # -1 for no target, or none known
         return (match | match_after).float(), mask
 
     def act_batch(self, observations, rng: np.random.Generator | None = None) -> list[str]:

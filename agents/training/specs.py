@@ -10,7 +10,8 @@ from dataclasses import dataclass, fields, replace
 from londi.core.seeds import HELDOUT_SEED_BASE, LM_TRAIN_SEED_START
 from londi.envs.registration import DEFAULT_ENV_ID
 
-#: The BabyAI-Text task mix: go to, pick up, put next to (one level per episode).
+#: The env of the task-mix pair: go-to, pick-up (with location words) and put-next-to levels,
+#: one drawn per episode.
 MIX_ENV_ID = "londi/BabyAIText-MixedTrainLocal-v0"
 
 #: Training episodes use env seeds from here upwards (held-out evaluation seeds lie below).
@@ -147,7 +148,6 @@ QUICK_DAGGER = replace(QUICK, name="quick-dagger", dagger_rounds=3, dagger_episo
                        epochs_round=2.0)
 DEEPTHINK_DAGGER = replace(DEEPTHINK, name="deepthink-dagger", demo_episodes=3000, dagger_rounds=3,
                            dagger_episodes=1000, dagger_beta=0.25, epochs_demo=4.0, epochs_round=1.5)
-#: The env of the task-mix pair: go-to, pick-up (with location words) and put-next-to levels.
 #: The task-mix pair (``quick-mix``, ``deepthink-mix``). QUICK-MIX is QUICK-DAGGER's recipe on the
 #: mix, from random weights. DEEPTHINK-MIX starts from DEEPTHINK-DAGGER's weights (it already
 #: finds and reaches the mission's object, and its tokenizer has every word of the mix), then
