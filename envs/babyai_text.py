@@ -156,6 +156,31 @@ def matches_target(line: str, target: tuple[str | None, str]) -> bool:
     return bool(m) and m.group(2) == kind and colour in (None, m.group(1))
 
 
+_OFFSET_RE = re.compile(r"(\d+) steps? (left|right|forward)")
+
+
+def target_offset(goal: str, text: str) -> tuple[int, int] | None:
+    """Where the mission's current target (:func:`mission_target`) is in view, read from the
+    text alone: ``(dx, dy)`` of the nearest matching object (``dx`` steps to the right, negative
+    to the left; ``dy`` forward), or ``None`` when none is in view or the mission has no target."""
+    target = mission_target(goal, text)
+    if target is None:
+        return None
+    best = None
+    for line in text.splitlines():
+        if not matches_target(line, target):
+            continue
+        dx = dy = 0
+        for n, word in _OFFSET_RE.findall(line.split(target[1], 1)[1]):
+            if word == "forward":
+                dy = int(n)
+            else:
+                dx = int(n) if word == "right" else -int(n)
+        if best is None or abs(dx) + dy < abs(best[0]) + best[1]:
+            best = (dx, dy)
+    return best
+
+
 class BabyAITextEnv(gym.Env):
     """A BabyAI level as a text game. See the module docstring for the env card.
 
@@ -353,6 +378,7 @@ __all__ = [
     "describe_offset",
     "describe_view",
     "matches_target",
+    "target_offset",
     "minigrid_id",
     "mission_target",
 ]

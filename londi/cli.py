@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lagrangian-upper-bound", type=_non_negative_float, default=tc("lagrangian_upper_bound"),
                    help="cap on lambda (default: none)")
     p.add_argument("--features", default=tc("features"),
-                   help="switch features: quick, choice, goal, bow, minilm, oracle (the expert's label: an oracle, for controlled "
+                   help="switch features: quick, choice, goal, target, bow, minilm, oracle (the expert's label: an oracle, for controlled "
                         "experiments) or a + combination (default %(default)s)")
     p.add_argument("--steps", type=_positive_int, default=tc("steps"), help="training env steps (default %(default)s)")
     p.add_argument("--gamma", type=float, default=tc("gamma"),

@@ -345,3 +345,39 @@ def test_rewriting_a_report_replaces_it(sweep: Path):
     assert not [p for p in sweep.iterdir() if p.name.endswith(".tmp")]
     rows = json.loads((sweep / "report.json").read_text())["envs"][0]["rows"]
     assert rows[0]["success"] == 0.25 and not math.isnan(rows[0]["success"])
+
+
+def _seed_table(md: str) -> list[dict[str, str]]:
+    return _table(md.split("Seed by seed", 1)[1], "method")
+
+
+def test_seed_by_seed_table_compares_each_seed_with_always_deepthinks_same_seed(sweep: Path, tmp_path: Path):
+    md = write_report(sweep, tmp_path / "out").read_text()
+    rows = _seed_table(md)
+    londi = {r["seed"]: r for r in rows if r["method"] == "londi" and r["param"] == "cost=0.1"}
+    # seed 0: 3/4 solved against always-DEEPTHINK's 3/4; 5.5 device-s against its 9
+    assert londi["0"]["success"] == "0.750" and londi["0"]["÷ always-DEEPTHINK"] == "1.000"
+    assert londi["0"]["device ÷ always-DEEPTHINK"] == "0.61" and londi["0"]["DEEPTHINK call frac"] == "0.500"
+    # seed 1 has no always-DEEPTHINK cell: no ratio rather than one against another seed
+    assert londi["1"]["success"] == "0.500" and londi["1"]["÷ always-DEEPTHINK"] == "n/a"
+    random = {r["seed"]: r for r in rows if r["method"] == "random"}
+    assert random["0"]["÷ always-DEEPTHINK"] == "0.667" and set(random) == {"0", "1"}
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    row = next(r for r in report["envs"][0]["rows"] if r["method"] == "londi" and r["param"] == "cost=0.1")
+    assert [s["seed"] for s in row["per_seed"]] == [0, 1]
+
+
+def test_seed_by_seed_table_lists_the_levels_of_a_mixed_env(tmp_path: Path):
+    root = tmp_path / "mix"
+    levels = {"GoToLocal": {"episodes": 2, "success": 1.0, "deepthink_call_frac": 0.25},
+              "PutNextLocal": {"episodes": 2, "success": 0.5, "deepthink_call_frac": 0.125}}
+    entry = {**_plain(0.75, calls=2.0, frac=0.2, seconds={"quick": 1.0, "deepthink": 2.0}), "per_level": levels}
+    _cell(root, "londi__seed0", "londi", entry, {"cost": 0.05}, seed=0, episodes=4)
+    _cell(root, "always_deepthink__seed0", "always_deepthink",
+          _plain(1.0, calls=10.0, frac=1.0, seconds={"quick": 1.0, "deepthink": 8.0}), {}, seed=0, episodes=4)
+    rows = _seed_table(write_report(root).read_text())
+    londi = _row(rows, "londi", "cost=0.05")
+    assert londi["GoToLocal success (call frac)"] == "1.000 (0.25)"
+    assert londi["PutNextLocal success (call frac)"] == "0.500 (0.12)"
+    assert londi["÷ always-DEEPTHINK"] == "0.750" and londi["device ÷ always-DEEPTHINK"] == "0.33"
+    assert _row(rows, "always_deepthink")["GoToLocal success (call frac)"] == "n/a"

@@ -46,7 +46,7 @@ def test_shipped_configs_are_valid():
     names = {p.stem for p in (ROOT / "experiments").glob("*.json")}
     assert {"cost_sweep", "budget_sweep", "budget_sweep_first_pair", "encoder_swap", "lm_swap", "baselines",
             "baselines_first_pair", "smoke",
-            "strong_pair"} <= names
+            "strong_pair", "mix_baselines", "mix_budget"} <= names
     for name in names:
         config = load_config(ROOT / "experiments" / f"{name}.json")
         assert config.cells and config.name == name
@@ -54,6 +54,9 @@ def test_shipped_configs_are_valid():
     assert {c.method for c in smoke.cells} == set(METHODS) - {"expert"}
     baselines = load_config(ROOT / "experiments" / "baselines.json")
     assert {c.method for c in baselines.cells} == set(METHODS) and baselines.seeds == [0, 1, 2]
+    mix = load_config(ROOT / "experiments" / "mix_baselines.json")
+    assert {c.method for c in mix.cells} == set(METHODS) and mix.seeds == [0, 1, 2]
+    assert {c.env for c in mix.cells} == {"londi/BabyAIText-MixedTrainLocal-v0"}
     encoders = {c.features for c in load_config(ROOT / "experiments" / "encoder_swap.json").cells if c.features}
     assert encoders == {"quick", "minilm", "bow"}
     budget = load_config(ROOT / "experiments" / "budget_sweep.json")

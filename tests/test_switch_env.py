@@ -158,6 +158,39 @@ def test_choice_features_describe_quicks_proposed_action():
         enc.encode(obs, None)
 
 
+def test_target_features_follow_the_missions_phase_and_quicks_heading():
+    from londi.agents.base import CallRecord, Decision
+    from londi.envs.babyai_text import target_offset
+    from londi.envs.base import TextObservation
+    from londi.switch.features import MissionTargetFeatures
+
+    enc = make_features("target")
+    assert isinstance(enc, MissionTargetFeatures) and enc.dim == 11
+    goal = "put the red ball next to the blue key"
+    view = "You see a red ball 2 steps forward\nYou see a blue key 1 step left and 3 steps forward"
+
+    def encode(text, action, goal=goal):
+        obs = TextObservation(goal=goal, text=text, admissible_actions=("turn left", "go forward"))
+        return enc.encode(obs, Decision(action=action, record=CallRecord(model="q")))
+
+    # phase one: the ball, straight ahead; "go forward" heads for it, "turn left" does not
+    first = encode(view, "go forward")
+    assert first[:7].tolist() == [1, 0, 0, 1, 0, 0, 1]
+    assert first[7:].tolist() == pytest.approx([0.0, 2 / 6, 0.0, 1.0])
+    assert encode(view, "turn left")[10] == 0.0
+    # phase two: carrying the ball, the target is the key, to the left
+    second = encode(view.replace("You see a red ball 2 steps forward", "You carry a red ball"), "turn left")
+    assert second[4:].tolist() == pytest.approx([1, 1, 1, -1 / 3, 3 / 6, 0, 1])
+    assert target_offset(goal, "You carry a red ball\nYou see a blue key 2 steps right") == (2, 0)
+    # a colourless pick-up mission: any key, adjacent and straight ahead
+    pick = encode("You see a green key 1 step forward", "go forward", goal="pick up a key")
+    assert pick[:4].tolist() == [1, 0, 1, 0] and pick[9] == 1.0 and pick[10] == 0.0
+    # out of view, and a goal that is not such a mission: nothing to point at
+    assert encode("You see a wall 1 step forward", "go forward")[6:].tolist() == [0] * 5
+    assert not encode(view, "go forward", goal="open the door").any()
+    assert make_features("quick+goal+choice+target").dim == make_features("quick+goal+choice").dim + 11
+
+
 def test_oracle_features_read_the_experts_label_and_are_marked_as_an_oracle(controlled_pair):
     from dataclasses import replace
 

@@ -29,14 +29,13 @@ from londi.agents.training.specs import TRAIN_SEED_START, ModelSpec
 from londi.agents.training.tokenizer import ACTIONS, COLOURS, OBJECT_TYPES, babyai_tokenizer
 from londi.agents.training.trainer import Learner, run_dagger
 from londi.envs import DEFAULT_ENV_ID, make_env
-from londi.envs.babyai_text import matches_target, mission_target
+from londi.envs.babyai_text import mission_target, target_offset
 
 logger = logging.getLogger("londi.agents.training")
 
 #: Classes of the auxiliary offset targets: lateral -3..3 (index dx + 3) or forward 0..6, plus
 #: the last class for "the goal object is not in view".
 OFFSET_CLASSES = 8
-_OFFSET_RE = re.compile(r"(\d+) steps? (left|right|forward)")
 
 
 def goal_offset(obs) -> tuple[int, int]:
@@ -47,24 +46,9 @@ def goal_offset(obs) -> tuple[int, int]:
     :data:`OFFSET_CLASSES`); ``(7, 7)`` when none is in view or the mission has no target.
     This is the auxiliary training target (no privileged state is used).
     """
-    none = (OFFSET_CLASSES - 1, OFFSET_CLASSES - 1)
-    target = mission_target(obs.goal, obs.text)
-    if target is None:
-        return none
-    best = None
-    for line in obs.text.splitlines():
-        if not matches_target(line, target):
-            continue
-        dx = dy = 0
-        for n, word in _OFFSET_RE.findall(line.split(target[1], 1)[1]):
-            if word == "forward":
-                dy = int(n)
-            else:
-                dx = int(n) if word == "right" else -int(n)
-        if best is None or abs(dx) + dy < abs(best[0]) + best[1]:
-            best = (dx, dy)
+    best = target_offset(obs.goal, obs.text)
     if best is None:
-        return none
+        return (OFFSET_CLASSES - 1, OFFSET_CLASSES - 1)
     return (min(max(best[0], -3), 3) + 3, min(best[1], 6))
 
 

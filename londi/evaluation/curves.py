@@ -235,6 +235,30 @@ def _perf(entry: Mapping[str, Any], metric: str) -> float:
     return float(entry.get(metric, float("nan")))
 
 
+def _seed_rows(point: Point, deep_by_seed: Mapping[int | None, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One point's cells seed by seed, each against always-DEEPTHINK's cell of the same seed
+    (a target that must hold on each seed alone is read here, not from the pooled row), with
+    the per-level numbers of a mixed env where the evaluation recorded them."""
+    out = []
+    for c in sorted(point.cells, key=lambda c: (c.seed is None, c.seed or 0)):
+        e, deep = c.entry, deep_by_seed.get(c.seed)
+        success, total = float(e["success"]), _total_seconds(e)
+        levels = e.get("per_level") if isinstance(e.get("per_level"), Mapping) else {}
+        out.append({
+            "seed": c.seed,
+            "episodes": c.episodes,
+            "success": success,
+            "deepthink_call_frac": float(e["deepthink_call_frac"]),
+            "deepthink_calls_per_episode": float(e["deepthink_calls_per_episode"]),
+            "device_seconds": total,
+            "success_ratio": success / float(deep["success"]) if deep and float(deep["success"]) > 0 else float("nan"),
+            "device_ratio": total / _total_seconds(deep) if deep and _total_seconds(deep) > 0 else float("nan"),
+            "per_level": {name: {"success": float(v["success"]), "deepthink_call_frac": float(v["deepthink_call_frac"])}
+                          for name, v in levels.items() if isinstance(v, Mapping) and "success" in v},
+        })
+    return out
+
+
 def env_section(
     env: str,
     cells: Sequence[Cell],
@@ -286,6 +310,7 @@ def env_section(
     if deep is None:
         notes.append(f"no {deepthink_method} run: compute saving is not computed.")
     d_seconds = _total_seconds(deep.entry) if deep else float("nan")
+    deep_by_seed = {c.seed: c.entry for c in deep.cells} if deep else {}
 
     def display(method: str) -> str:
         # The hindsight oracle reads the expert's actions: always say so.
@@ -347,6 +372,7 @@ def env_section(
                     if have_refs
                     else float("nan"),
                     "oracle_ratio": ratio,
+                    "per_seed": _seed_rows(p, deep_by_seed),
                 }
             )
         if mkey in (q_key, d_key):

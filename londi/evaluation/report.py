@@ -223,6 +223,29 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
     return lines
 
 
+def _per_seed_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each row seed by seed against always-DEEPTHINK's same seed, with the levels of a mixed
+    env; nothing when every row is one cell of one level."""
+    levels = sorted({name for r in rows for s in r.get("per_seed", []) for name in s["per_level"]})
+    if not levels and all(len(r.get("per_seed", [])) <= 1 for r in rows):
+        return []
+    header = ["method", "param", "seed", "success", "÷ always-DEEPTHINK", "DEEPTHINK call frac",
+              "calls/episode", "device-s/episode", "device ÷ always-DEEPTHINK",
+              *(f"{name} success (call frac)" for name in levels)]
+    body = []
+    for r in rows:
+        for s in r.get("per_seed", []):
+            per_level = [
+                f"{_num(s['per_level'][n]['success'])} ({_num(s['per_level'][n]['deepthink_call_frac'], '.2f')})"
+                if n in s["per_level"] else "n/a" for n in levels
+            ]
+            body.append([r["method"], r["param"], "-" if s["seed"] is None else str(s["seed"]), _num(s["success"]),
+                         _num(s["success_ratio"]), _num(s["deepthink_call_frac"]),
+                         _num(s["deepthink_calls_per_episode"], ".2f"), _num(s["device_seconds"], ".4g"),
+                         _num(s["device_ratio"], ".2f"), *per_level])
+    return ["", "Seed by seed (each against always-DEEPTHINK on the same seed):", "", *_markdown_table(header, body)]
+
+
 def _section_markdown(
     section: Mapping[str, Any], *, metric: str, plots: Sequence[tuple[str, str]]
 ) -> list[str]:
@@ -267,6 +290,7 @@ def _section_markdown(
             for r in section["rows"]
         ],
     )
+    lines += _per_seed_markdown(section["rows"])
     if section["curves"]:
         ref = section["reference"]
         lines += [

@@ -78,12 +78,14 @@ class TrainConfig:
     than GoToLocal, else ``quick-dagger``), filled in when the config is made."""
     deepthink: str | None = None
     """DEEPTHINK model: a shipped name or a checkpoint folder; ``None``: the env's default pair's."""
-    features: str = "quick+goal+choice"
-    """Switch features: quick, choice, goal, bow, minilm, oracle (**an oracle**: the expert's label,
-    for controlled experiments only), or a '+' combination. QUICK's own signals (entropy,
-    margin, hidden state) miss what QUICK gets wrong; where the goal shows up in the observation
-    and the action QUICK proposes give the switch the cue to overrule it (the measurements are
-    in docs/benchmarks.md, "The learner")."""
+    features: str = "quick+goal+choice+target"
+    """Switch features: quick, choice, goal, target, bow, minilm, oracle (**an oracle**: the
+    expert's label, for controlled experiments only), or a '+' combination. QUICK's own signals
+    (entropy, margin, hidden state) miss what QUICK gets wrong; where the goal shows up in the
+    observation and the action QUICK proposes give the switch the cue to overrule it, and on
+    missions in phases (pick up, put next to) the object the mission points at now (``target``;
+    zero on other envs) tells it which phase it is in (the measurements are in
+    docs/benchmarks.md, "The learner" and "LONDI on the mix")."""
     cost: float = 0.05
     """Per-call cost c of DEEPTHINK, in reward units (>= 0); the demo's, chosen on the validation
     seed (docs/benchmarks.md, "The default pair")."""

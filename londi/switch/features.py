@@ -1,6 +1,6 @@
 """State features for the switch: what it looks at to decide between QUICK and DEEPTHINK.
 
-Six encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
+Seven encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
 
 * ``quick``: derived from QUICK's answer, which the switch gets every step anyway: entropy and
   top-2 margin of its distribution over the admissible actions, the top probability, the sorted
@@ -13,6 +13,9 @@ Six encoders, chosen by name (and combined with ``+``, e.g. ``"quick+bow"``):
 * ``choice``: the action QUICK proposes (the one the switch lets through or overrules): its
   probability and rank under QUICK, whether it names the goal's words, a hashing bag of its
   words;
+* ``target``: BabyAI-Text missions in phases (go to, pick up, put X next to Y): the object the
+  mission points at now, read from the text, where it is in view, and whether QUICK's action
+  heads for it;
 * ``oracle``: **an oracle**, for controlled experiments only: whether QUICK's proposed action
   differs from the expert's (the hindsight oracle's label). No deployable switch can read it; it
   measures how much of the gap to the hindsight oracle is missing information rather than the
@@ -275,6 +278,64 @@ class ChoiceFeatures(FeatureEncoder):
         return out
 
 
+class MissionTargetFeatures(FeatureEncoder):
+    """Where a BabyAI-Text mission's *current* object is, and whether QUICK's action heads for it.
+
+    The ``goal`` encoder pools every content word of the goal, which serves a go-to mission
+    but not a mission in two phases: "put the red ball next to the blue key" points at the ball
+    until the agent carries it, then at the key. This encoder reads the mission's current
+    target from the goal and the observation text alone
+    (:func:`~londi.envs.babyai_text.mission_target`: the text's "You carry a ..." line tells
+    the phase) and returns: whether the goal is such a mission, its verb (go to / pick up /
+    put, one-hot), whether the agent carries anything, whether it carries the put mission's
+    first object (the second phase), whether the target is in view, its nearest offset
+    (lateral / 3 and forward / 6, clipped), whether it is straight ahead and adjacent (where
+    "pick up" acts), and whether QUICK's proposed action turns or moves towards a target in
+    view (a turn to its side, or forward when it lies straight ahead beyond the adjacent cell).
+    Everything is zero for a goal that is not a go-to, pick-up or put-next mission (other envs).
+    Pure text: no model, no env internals.
+    """
+
+    name = "target"
+    needs_quick = True
+    _VERBS = ("go to", "pick up", "put")
+
+    @property
+    def dim(self) -> int:
+        return 11
+
+    def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        from londi.envs.babyai_text import mission_target, target_offset
+
+        out = np.zeros(self.dim, np.float32)
+        goal = obs.goal.strip().lower()
+        target = mission_target(goal, obs.text)
+        if target is None:
+            return out
+        out[0] = 1.0
+        for i, verb in enumerate(self._VERBS):
+            out[1 + i] = float(goal.startswith(verb))
+        carried = _CARRY.search(obs.text)
+        out[4] = float(carried is not None)
+        first = mission_target(goal, "")
+        out[5] = float(goal.startswith("put") and target != first)
+        offset = target_offset(goal, obs.text)
+        if offset is None:
+            return out
+        dx, dy = offset
+        out[6] = 1.0
+        out[7] = float(np.clip(dx / 3.0, -1.0, 1.0))
+        out[8] = float(min(dy / 6.0, 1.0))
+        out[9] = float(dx == 0 and dy == 1)
+        action = quick.action if quick is not None else ""
+        out[10] = float((dx < 0 and action == "turn left") or (dx > 0 and action == "turn right")
+                        or (dx == 0 and dy > 1 and action == "go forward"))
+        return out
+
+
+_CARRY = re.compile(r"You carry an? ")
+
+
 class OracleHintFeatures(FeatureEncoder):
     """**An oracle**: whether QUICK's proposed action differs from the expert's, read from
     :attr:`TextObservation.oracle_action` (the label the hindsight oracle acts on).
@@ -356,6 +417,7 @@ ENCODERS = {
     "bow": HashingBagOfWords,
     "goal": GoalGroundingFeatures,
     "minilm": MiniLMFeatures,
+    "target": MissionTargetFeatures,
     "oracle": OracleHintFeatures,
 }
 
