@@ -305,6 +305,7 @@ class MissionTargetFeatures(FeatureEncoder):
         return 11
 
     def encode(self, obs: TextObservation, quick: Decision | None) -> np.ndarray:
+        # imported here: the BabyAI-Text env module loads minigrid, which other envs do not need
         from londi.envs.babyai_text import mission_target, target_offset
 
         out = np.zeros(self.dim, np.float32)
